@@ -1,0 +1,171 @@
+package object
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+)
+
+// Codec names the compression of a frame's payload. The values are stored in frames: never
+// renumber them.
+type Codec byte
+
+// The codecs.
+const (
+	None Codec = 0
+	Zstd Codec = 1
+	LZ4  Codec = 2
+	Gzip Codec = 3
+)
+
+// DefaultCodec and DefaultLevel are used when the user names none: zstd at a fast level.
+const (
+	DefaultCodec = Zstd
+	DefaultLevel = 1
+)
+
+// Options choose how a frame is compressed.
+type Options struct {
+	Codec Codec
+	// Level is codec-specific: zstd 1–22 (mapped onto the library's four speeds), gzip 1–9,
+	// lz4 1 (fast) to 9 (high compression); 0 picks DefaultLevel.
+	Level int
+}
+
+func (o Options) level() int {
+	if o.Level == 0 {
+		return DefaultLevel
+	}
+	return o.Level
+}
+
+// DefaultOptions is zstd at DefaultLevel.
+var DefaultOptions = Options{Codec: DefaultCodec, Level: DefaultLevel}
+
+type codec struct {
+	name       string
+	compress   func(w io.Writer, level int) (io.WriteCloser, error)
+	decompress func(r io.Reader) (io.Reader, func(), error)
+}
+
+var codecs = map[Codec]codec{
+	None: {"none", func(w io.Writer, _ int) (io.WriteCloser, error) { return nopWriteCloser{w}, nil },
+		func(r io.Reader) (io.Reader, func(), error) { return r, func() {}, nil }},
+	Zstd: {"zstd", zstdWriter, zstdReader},
+	LZ4:  {"lz4", lz4Writer, lz4Reader},
+	Gzip: {"gzip", gzipWriter, gzipReader},
+}
+
+// String returns the codec's name as accepted by ParseCodec.
+func (c Codec) String() string {
+	if cd, ok := codecs[c]; ok {
+		return cd.name
+	}
+	return fmt.Sprintf("codec(%d)", byte(c))
+}
+
+// ParseCodec turns a user's --compression value into a Codec.
+func ParseCodec(s string) (Codec, error) {
+	for c, cd := range codecs {
+		if strings.EqualFold(s, cd.name) {
+			return c, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown compression %q (use zstd, lz4, gzip or none)", s)
+}
+
+type nopWriteCloser struct{ io.Writer }
+
+func (nopWriteCloser) Close() error { return nil }
+
+// zstd encoders and decoders are costly to build and hold sizeable buffers, so they are pooled
+// per level; a long-lived process (stream, daemon) reuses them.
+var zstdEncoders sync.Map // zstd.EncoderLevel -> *sync.Pool
+
+const zstdMaxWindow = 8 << 20
+
+func zstdWriter(w io.Writer, level int) (io.WriteCloser, error) {
+	lvl := zstd.EncoderLevelFromZstd(level)
+	p, _ := zstdEncoders.LoadOrStore(lvl, &sync.Pool{})
+	pool := p.(*sync.Pool)
+	enc, _ := pool.Get().(*zstd.Encoder)
+	if enc == nil {
+		var err error
+		enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(lvl), zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(zstdMaxWindow), zstd.WithEncoderCRC(false))
+		if err != nil {
+			return nil, err
+		}
+	}
+	enc.Reset(w)
+	return &pooledEncoder{enc, pool}, nil
+}
+
+type pooledEncoder struct {
+	*zstd.Encoder
+	pool *sync.Pool
+}
+
+func (p *pooledEncoder) Close() error {
+	err := p.Encoder.Close()
+	p.Encoder.Reset(nil)
+	p.pool.Put(p.Encoder)
+	return err
+}
+
+var zstdDecoders sync.Pool
+
+// zstdReader bounds the window a frame may ask for, so a hostile object cannot make the decoder
+// allocate gigabytes.
+func zstdReader(r io.Reader) (io.Reader, func(), error) {
+	dec, _ := zstdDecoders.Get().(*zstd.Decoder)
+	if dec == nil {
+		var err error
+		dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := dec.Reset(r); err != nil {
+		zstdDecoders.Put(dec)
+		return nil, nil, err
+	}
+	return dec, func() { dec.Reset(nil); zstdDecoders.Put(dec) }, nil
+}
+
+func lz4Writer(w io.Writer, level int) (io.WriteCloser, error) {
+	zw := lz4.NewWriter(w)
+	lvl := lz4.Fast
+	if level > 1 {
+		lvl = lz4.CompressionLevel(1 << (8 + min(level, 9)))
+	}
+	if err := zw.Apply(lz4.CompressionLevelOption(lvl), lz4.ConcurrencyOption(1), lz4.ChecksumOption(false)); err != nil {
+		return nil, err
+	}
+	return zw, nil
+}
+
+func lz4Reader(r io.Reader) (io.Reader, func(), error) {
+	zr := lz4.NewReader(r)
+	if err := zr.Apply(lz4.ConcurrencyOption(1)); err != nil {
+		return nil, nil, err
+	}
+	return zr, func() {}, nil
+}
+
+func gzipWriter(w io.Writer, level int) (io.WriteCloser, error) {
+	return gzip.NewWriterLevel(w, min(max(level, 1), 9))
+}
+
+func gzipReader(r io.Reader) (io.Reader, func(), error) {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	return zr, func() { zr.Close() }, nil
+}

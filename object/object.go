@@ -1,0 +1,430 @@
+// Package object is the frame every stored object uses: a header naming the codec, the compressed
+// payload, and a trailer with the raw length and SHA-256 of the raw bytes. It encodes and decodes
+// as streams in constant memory, and the decoder refuses anything that does not verify.
+//
+// Layout (all integers big-endian):
+//
+//	header  (8 bytes):  "WSHP" | version (1) | codec (1) | flags (1, zero) | reserved (1, zero)
+//	payload:            the raw bytes compressed with the codec (a zstd, lz4 or gzip stream, or raw)
+//	trailer (52 bytes): raw length (8) | SHA-256 of the raw bytes (32) |
+//	                    CRC-32C of the payload (4) |
+//	                    CRC-32C of the header and the three fields above (4) | "WEND"
+//
+// The SHA-256 proves the raw bytes; the payload CRC makes every damaged byte of the stored object
+// detectable, even one the decompressor would ignore (a padding bit of an entropy-coded block).
+//
+// The codec lives in the header, not in the key, so a fetch is one GET whatever the codec was.
+// The raw SHA-256 is also returned as object metadata (see Summary.Metadata) so that a second push
+// of the same name can be compared without downloading.
+package object
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"strconv"
+)
+
+// ErrCorrupt is returned for any object that fails to decode or verify: bad magic, unknown codec,
+// truncated, damaged payload, wrong length or checksum.
+var ErrCorrupt = errors.New("corrupt object")
+
+const (
+	version     = 1
+	headerSize  = 8
+	trailerSize = 52
+	magic       = "WSHP"
+	endMagic    = "WEND"
+)
+
+// Metadata keys written by Summary.Metadata.
+const (
+	MetaSHA256  = "sha256"
+	MetaRawSize = "rawsize"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Summary describes the raw bytes a frame holds.
+type Summary struct {
+	RawSize int64
+	SHA256  [32]byte
+}
+
+// Hex returns the raw SHA-256 in hexadecimal.
+func (s Summary) Hex() string { return hex.EncodeToString(s.SHA256[:]) }
+
+// Metadata returns the per-object metadata to store alongside the frame.
+func (s Summary) Metadata() map[string]string {
+	return map[string]string{MetaSHA256: s.Hex(), MetaRawSize: strconv.FormatInt(s.RawSize, 10)}
+}
+
+// SummaryFromMetadata reads back what Metadata wrote; ok is false when it is absent or malformed.
+func SummaryFromMetadata(meta map[string]string) (s Summary, ok bool) {
+	b, err := hex.DecodeString(meta[MetaSHA256])
+	if err != nil || len(b) != 32 {
+		return Summary{}, false
+	}
+	n, err := strconv.ParseInt(meta[MetaRawSize], 10, 64)
+	if err != nil || n < 0 {
+		return Summary{}, false
+	}
+	copy(s.SHA256[:], b)
+	s.RawSize = n
+	return s, true
+}
+
+// Writer compresses raw bytes into a frame written to an underlying writer.
+type Writer struct {
+	dst    io.Writer
+	crcw   *crcWriter
+	header [headerSize]byte
+	comp   io.WriteCloser
+	sha    hash.Hash
+	n      int64
+	closed bool
+	err    error
+}
+
+// NewWriter writes the header and returns a Writer; Close writes the trailer.
+func NewWriter(dst io.Writer, o Options) (*Writer, error) {
+	c, ok := codecs[o.Codec]
+	if !ok {
+		return nil, fmt.Errorf("object: unknown codec %d", o.Codec)
+	}
+	w := &Writer{dst: dst, sha: sha256.New()}
+	copy(w.header[:], magic)
+	w.header[4] = version
+	w.header[5] = byte(o.Codec)
+	if _, err := dst.Write(w.header[:]); err != nil {
+		return nil, err
+	}
+	w.crcw = &crcWriter{w: dst}
+	comp, err := c.compress(w.crcw, o.level())
+	if err != nil {
+		return nil, err
+	}
+	w.comp = comp
+	return w, nil
+}
+
+// Write compresses p.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.closed {
+		return 0, errors.New("object: write after close")
+	}
+	n, err := w.comp.Write(p)
+	w.sha.Write(p[:n])
+	w.n += int64(n)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// ReadFrom compresses everything r yields; io.Copy uses it.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// Close flushes the payload and writes the trailer. It does not close the destination.
+func (w *Writer) Close() error {
+	if w.closed {
+		return w.err
+	}
+	w.closed = true
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.comp.Close(); err != nil {
+		w.err = err
+		return err
+	}
+	var sum [32]byte
+	copy(sum[:], w.sha.Sum(nil))
+	_, w.err = w.dst.Write(trailer(w.header, w.n, sum, w.crcw.crc))
+	return w.err
+}
+
+// crcWriter computes the CRC-32C of the payload as it passes to the destination.
+type crcWriter struct {
+	w   io.Writer
+	crc uint32
+}
+
+func (c *crcWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
+	return n, err
+}
+
+// Summary returns the length and SHA-256 of the raw bytes written so far; complete after Close.
+func (w *Writer) Summary() Summary {
+	var s Summary
+	s.RawSize = w.n
+	copy(s.SHA256[:], w.sha.Sum(nil))
+	return s
+}
+
+func trailer(header [headerSize]byte, n int64, sum [32]byte, payloadCRC uint32) []byte {
+	t := make([]byte, trailerSize)
+	binary.BigEndian.PutUint64(t, uint64(n))
+	copy(t[8:40], sum[:])
+	binary.BigEndian.PutUint32(t[40:44], payloadCRC)
+	crc := crc32.Update(crc32.Checksum(header[:], castagnoli), castagnoli, t[:44])
+	binary.BigEndian.PutUint32(t[44:48], crc)
+	copy(t[48:], endMagic)
+	return t
+}
+
+// Encode writes src to dst as one frame.
+func Encode(dst io.Writer, src io.Reader, o Options) (Summary, error) {
+	w, err := NewWriter(dst, o)
+	if err != nil {
+		return Summary{}, err
+	}
+	if _, err := w.ReadFrom(src); err != nil {
+		return Summary{}, err
+	}
+	if err := w.Close(); err != nil {
+		return Summary{}, err
+	}
+	return w.Summary(), nil
+}
+
+// Reader decompresses a frame. Its last Read returns io.EOF only after the raw length and SHA-256
+// matched the trailer; any mismatch or damage returns an error wrapping ErrCorrupt instead. Bytes
+// returned before that are unverified: write them somewhere temporary and commit only on io.EOF.
+type Reader struct {
+	tail    *tailReader
+	header  [headerSize]byte
+	decomp  io.Reader
+	release func()
+	sha     hash.Hash
+	n       int64
+	err     error
+	sum     Summary
+}
+
+// NewReader reads and checks the header.
+func NewReader(src io.Reader) (*Reader, error) {
+	r := &Reader{tail: newTailReader(src), sha: sha256.New()}
+	if _, err := io.ReadFull(r.tail, r.header[:]); err != nil {
+		return nil, corrupt("header: %v", err)
+	}
+	if string(r.header[:4]) != magic {
+		return nil, corrupt("not a walship object (magic %q)", r.header[:4])
+	}
+	if r.header[4] != version {
+		return nil, corrupt("unsupported frame version %d", r.header[4])
+	}
+	c, ok := codecs[Codec(r.header[5])]
+	if !ok {
+		return nil, corrupt("unknown codec %d", r.header[5])
+	}
+	r.tail.hashing = true
+	d, release, err := c.decompress(r.tail)
+	if err != nil {
+		return nil, corrupt("%s: %v", c.name, err)
+	}
+	r.decomp, r.release = d, release
+	return r, nil
+}
+
+// Codec returns the codec named in the header.
+func (r *Reader) Codec() Codec { return Codec(r.header[5]) }
+
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	n, err := r.decomp.Read(p)
+	r.sha.Write(p[:n])
+	r.n += int64(n)
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, io.EOF):
+		r.err = r.finish()
+	case errors.Is(err, ErrCorrupt):
+		r.err = err
+	default:
+		if r.tail.srcErr != nil {
+			r.err = r.tail.srcErr // the source failed: not (necessarily) a corrupt object
+		} else {
+			r.err = corrupt("payload: %v", err)
+		}
+	}
+	r.close()
+	return n, r.err
+}
+
+// finish verifies the trailer once the payload is exhausted.
+func (r *Reader) finish() error {
+	var extra [1]byte
+	if n, _ := r.tail.Read(extra[:]); n > 0 {
+		return corrupt("data after the compressed payload")
+	}
+	if r.tail.srcErr != nil {
+		return r.tail.srcErr
+	}
+	t, err := r.tail.trailer()
+	if err != nil {
+		return err
+	}
+	var sum [32]byte
+	copy(sum[:], r.sha.Sum(nil))
+	stored := binary.BigEndian.Uint32(t[40:44])
+	want := trailer(r.header, int64(binary.BigEndian.Uint64(t)), [32]byte(t[8:40]), stored)
+	if !bytes.Equal(t[44:48], want[44:48]) {
+		return corrupt("trailer damaged")
+	}
+	if stored != r.tail.crc {
+		return corrupt("payload crc32c %08x, trailer says %08x", r.tail.crc, stored)
+	}
+	if n := int64(binary.BigEndian.Uint64(t)); n != r.n {
+		return corrupt("length %d, trailer says %d", r.n, n)
+	}
+	if !bytes.Equal(t[8:40], sum[:]) {
+		return corrupt("sha256 %x, trailer says %x", sum, t[8:40])
+	}
+	r.sum = Summary{RawSize: r.n, SHA256: sum}
+	return io.EOF
+}
+
+// Summary returns the verified length and SHA-256; valid once Read has returned io.EOF.
+func (r *Reader) Summary() Summary { return r.sum }
+
+// Close releases the decompressor early, when the caller stops before io.EOF.
+func (r *Reader) Close() error {
+	if r.err == nil {
+		r.err = errors.New("object: reader closed")
+	}
+	r.close()
+	return nil
+}
+
+func (r *Reader) close() {
+	if r.release != nil {
+		r.release()
+		r.release = nil
+	}
+}
+
+// Decode writes the verified raw bytes of the frame in src to dst. dst receives bytes before
+// verification ends; on error treat everything written as garbage.
+func Decode(dst io.Writer, src io.Reader) (Summary, error) {
+	r, err := NewReader(src)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer r.Close()
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return Summary{}, werr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return r.Summary(), nil
+		}
+		if err != nil {
+			return Summary{}, err
+		}
+	}
+}
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}
+
+// tailReader passes through everything but the last trailerSize bytes of its source, which it
+// keeps for the trailer check, so the decompressor never sees the trailer.
+type tailReader struct {
+	src    io.Reader
+	buf    []byte
+	start  int
+	end    int
+	eof    bool
+	srcErr error // a read error of the source (not EOF): transport, not corruption
+	// hashing turns on the payload CRC once the header has been read.
+	hashing bool
+	crc     uint32
+}
+
+func newTailReader(src io.Reader) *tailReader {
+	return &tailReader{src: src, buf: make([]byte, 128<<10)}
+}
+
+func (t *tailReader) fill() {
+	for !t.eof && t.end-t.start <= trailerSize {
+		if t.start > 0 {
+			t.end = copy(t.buf, t.buf[t.start:t.end])
+			t.start = 0
+		}
+		n, err := t.src.Read(t.buf[t.end:])
+		t.end += n
+		if errors.Is(err, io.EOF) {
+			t.eof = true
+		} else if err != nil {
+			t.eof = true
+			t.srcErr = err
+		}
+	}
+}
+
+func (t *tailReader) Read(p []byte) (int, error) {
+	t.fill()
+	avail := t.end - t.start - trailerSize
+	if avail <= 0 {
+		if t.srcErr != nil {
+			return 0, t.srcErr
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, t.buf[t.start:t.start+avail])
+	if t.hashing {
+		t.crc = crc32.Update(t.crc, castagnoli, p[:n])
+	}
+	t.start += n
+	return n, nil
+}
+
+func (t *tailReader) trailer() ([]byte, error) {
+	t.fill()
+	if t.end-t.start != trailerSize {
+		return nil, corrupt("truncated: no complete trailer")
+	}
+	tr := t.buf[t.start:t.end]
+	if string(tr[48:]) != endMagic {
+		return nil, corrupt("truncated or damaged trailer")
+	}
+	return tr, nil
+}
