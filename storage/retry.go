@@ -71,7 +71,7 @@ var ErrStalled = errors.New("no progress within the idle timeout")
 // present, refused, malformed). A cancelled caller is detected from the caller's own context, since
 // a try cancelled by the idle watchdog also reports context.Canceled and must be retried.
 func Permanent(err error) bool {
-	for _, s := range []error{ErrNotExist, ErrExist, ErrPermission, ErrNoContainer, ErrUnsupported, ErrInvalid, errCallback} {
+	for _, s := range []error{ErrNotExist, ErrExist, ErrPermission, ErrCredentials, ErrNoContainer, ErrUnsupported, ErrInvalid, errCallback} {
 		if errors.Is(err, s) {
 			return true
 		}

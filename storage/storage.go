@@ -24,6 +24,8 @@ var (
 	ErrExist = errors.New("object already exists")
 	// ErrPermission: the store refused the credentials or the request (401/403).
 	ErrPermission = errors.New("access denied")
+	// ErrCredentials: no usable credentials could be found or obtained for the store.
+	ErrCredentials = errors.New("no usable credentials")
 	// ErrNoContainer: the bucket or container named in the URL does not exist.
 	ErrNoContainer = errors.New("bucket or container does not exist")
 	// ErrIntegrity: the store rejected an upload because its checksum did not match the bytes it

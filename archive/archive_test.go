@@ -1,0 +1,305 @@
+package archive_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/internal/waltest"
+	"github.com/walship/walship/layout"
+	"github.com/walship/walship/object"
+	"github.com/walship/walship/storage"
+	"github.com/walship/walship/storage/file"
+	"github.com/walship/walship/storage/mem"
+	"github.com/walship/walship/walfile"
+)
+
+const seg = 1 << 20 // 1 MiB segments keep the tests fast; the code reads the size from the header
+
+// countingStore counts requests by operation.
+type countingStore struct {
+	storage.Store
+	ops  map[string]*atomic.Int32
+	gets []string
+}
+
+func newCounting(s storage.Store) *countingStore {
+	c := &countingStore{Store: s, ops: map[string]*atomic.Int32{}}
+	for _, op := range []string{"put", "create", "get", "stat", "list", "delete"} {
+		c.ops[op] = &atomic.Int32{}
+	}
+	return c
+}
+
+func (c *countingStore) Unwrap() storage.Store { return c.Store }
+func (c *countingStore) Create(ctx context.Context, k string, b io.ReadSeeker, m map[string]string) error {
+	c.ops["create"].Add(1)
+	return storage.Create(ctx, c.Store, k, b, m)
+}
+func (c *countingStore) Get(ctx context.Context, k string) (io.ReadCloser, storage.Info, error) {
+	c.ops["get"].Add(1)
+	c.gets = append(c.gets, k)
+	return c.Store.Get(ctx, k)
+}
+func (c *countingStore) Stat(ctx context.Context, k string) (storage.Info, error) {
+	c.ops["stat"].Add(1)
+	return c.Store.Stat(ctx, k)
+}
+func (c *countingStore) List(ctx context.Context, p string, fn func(storage.Info) error) error {
+	c.ops["list"].Add(1)
+	return c.Store.List(ctx, p, fn)
+}
+func (c *countingStore) total() int32 {
+	n := int32(0)
+	for _, v := range c.ops {
+		n += v.Load()
+	}
+	return n
+}
+
+func newPusher(t *testing.T, st storage.Store, spool string, parallel int) *archive.Pusher {
+	p, err := archive.New(archive.Config{Store: st, StoreURL: st.String(), Codec: object.DefaultOptions,
+		SpoolDir: spool, Parallel: parallel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func fetchRaw(t *testing.T, st storage.Store, name string) []byte {
+	t.Helper()
+	key, _ := layout.WALKey(name)
+	rc, _, err := st.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("get %s: %v", name, err)
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if _, err := object.Decode(&out, rc); err != nil {
+		t.Fatalf("decode %s: %v", name, err)
+	}
+	return out.Bytes()
+}
+
+func TestPushRoundTripAndRequestCount(t *testing.T) {
+	ctx := context.Background()
+	wal := waltest.WALDir(t)
+	st := newCounting(mem.New())
+	p := newPusher(t, st, filepath.Join(t.TempDir(), "spool"), 1)
+	path := waltest.WriteSegment(t, wal, 1, 3, seg, 42)
+	if err := p.Push(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(path)
+	if got := fetchRaw(t, st, filepath.Base(path)); !bytes.Equal(got, want) {
+		t.Fatal("archived content differs")
+	}
+	// The first push also records the archive identity (one more create, one more for the WAL).
+	st2 := newCounting(st.Store)
+	p2 := newPusher(t, st2, filepath.Join(filepath.Dir(filepath.Dir(path)), "walship-other"), 1)
+	_ = p2
+	before := st.total()
+	path4 := waltest.WriteSegment(t, wal, 1, 4, seg, 42)
+	if err := p.Push(ctx, path4); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.total() - before; n != 1 || st.ops["create"].Load() != 3 {
+		t.Errorf("second push made %d requests (%d creates in all), want exactly 1 create", n, st.ops["create"].Load())
+	}
+}
+
+func TestPushIdempotentAndConflict(t *testing.T) {
+	ctx := context.Background()
+	wal := waltest.WALDir(t)
+	st := newCounting(mem.New())
+	path := waltest.WriteSegment(t, wal, 1, 5, seg, 42)
+	if err := newPusher(t, st, t.TempDir(), 1).Push(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	// Same content again, from a process without a marker: success after a stat, no overwrite.
+	if err := newPusher(t, st, t.TempDir(), 1).Push(ctx, path); err != nil {
+		t.Fatalf("identical re-push: %v", err)
+	}
+	if st.ops["stat"].Load() != 1 {
+		t.Errorf("identical re-push: %d stats, want 1 (compare metadata, no download)", st.ops["stat"].Load())
+	}
+	for _, k := range st.gets {
+		if k != layout.ClusterKey {
+			t.Errorf("identical re-push downloaded %s", k)
+		}
+	}
+	orig, _ := os.ReadFile(path)
+	// Different content under the same name: refused, and the archived copy is kept.
+	changed := bytes.Clone(orig)
+	changed[5000] ^= 0xff
+	os.WriteFile(path, changed, 0o600)
+	err := newPusher(t, st, t.TempDir(), 1).Push(ctx, path)
+	if !errors.Is(err, archive.ErrConflict) {
+		t.Fatalf("different content: got %v, want ErrConflict", err)
+	}
+	for _, s := range []string{"archived sha256", "local sha256"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("conflict error %q does not name the %s", err, s)
+		}
+	}
+	if got := fetchRaw(t, st, filepath.Base(path)); !bytes.Equal(got, orig) {
+		t.Fatal("conflicting push changed the archived copy")
+	}
+}
+
+func TestHistoryNeverOverwritten(t *testing.T) {
+	ctx := context.Background()
+	wal := waltest.WALDir(t)
+	st := mem.New()
+	h := filepath.Join(wal, "00000002.history")
+	os.WriteFile(h, []byte("1\t0/3000060\tno recovery target specified\n"), 0o600)
+	if err := newPusher(t, st, t.TempDir(), 1).Push(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(h, []byte("1\t0/4000000\tother\n"), 0o600)
+	if err := newPusher(t, st, t.TempDir(), 1).Push(ctx, h); !errors.Is(err, archive.ErrConflict) {
+		t.Fatalf("different history: got %v, want ErrConflict", err)
+	}
+	if got := fetchRaw(t, st, "00000002.history"); !strings.Contains(string(got), "0/3000060") {
+		t.Fatalf("history overwritten: %q", got)
+	}
+}
+
+func TestForeignCluster(t *testing.T) {
+	ctx := context.Background()
+	st := mem.New()
+	wal1, wal2 := waltest.WALDir(t), waltest.WALDir(t)
+	if err := newPusher(t, st, t.TempDir(), 1).Push(ctx, waltest.WriteSegment(t, wal1, 1, 1, seg, 111)); err != nil {
+		t.Fatal(err)
+	}
+	err := newPusher(t, st, t.TempDir(), 1).Push(ctx, waltest.WriteSegment(t, wal2, 1, 9, seg, 222))
+	if !errors.Is(err, archive.ErrForeignCluster) || !strings.Contains(err.Error(), "222") || !strings.Contains(err.Error(), "111") {
+		t.Fatalf("push from another system: got %v, want ErrForeignCluster naming both systems", err)
+	}
+	key, _ := layout.WALKey(walfile.SegmentName(1, 9, seg))
+	if _, err := st.Stat(ctx, key); !errors.Is(err, storage.ErrNotExist) {
+		t.Fatal("foreign segment was stored")
+	}
+}
+
+func TestBadFiles(t *testing.T) {
+	ctx := context.Background()
+	wal := waltest.WALDir(t)
+	st := mem.New()
+	p := newPusher(t, st, t.TempDir(), 1)
+	good := waltest.WriteSegment(t, wal, 1, 7, seg, 42)
+	data, _ := os.ReadFile(good)
+	wrongName := filepath.Join(wal, walfile.SegmentName(1, 8, seg))
+	os.WriteFile(wrongName, data, 0o600)
+	short := filepath.Join(wal, walfile.SegmentName(1, 9, seg))
+	os.WriteFile(short, data[:seg/2], 0o600)
+	notWAL := filepath.Join(wal, walfile.SegmentName(1, 10, seg))
+	os.WriteFile(notWAL, bytes.Repeat([]byte("x"), seg), 0o600)
+	for _, path := range []string{wrongName, short, notWAL, filepath.Join(wal, "foo.txt"), filepath.Join(wal, "../pg_wal/x/../../etc"), ""} {
+		if err := p.Push(ctx, path); !errors.Is(err, archive.ErrBadFile) {
+			t.Errorf("push %q: got %v, want ErrBadFile", path, err)
+		}
+	}
+	if err := p.Push(ctx, filepath.Join(wal, walfile.SegmentName(1, 20, seg))); err == nil || errors.Is(err, archive.ErrBadFile) {
+		t.Errorf("missing file: got %v, want an open error", err)
+	}
+}
+
+func TestParallelPushAndMarkers(t *testing.T) {
+	ctx := context.Background()
+	wal := waltest.WALDir(t)
+	st := newCounting(mem.New())
+	spool := t.TempDir()
+	var paths []string
+	for i := uint64(1); i <= 6; i++ {
+		paths = append(paths, waltest.WriteSegment(t, wal, 1, i, seg, 42))
+	}
+	p := newPusher(t, st, spool, 4)
+	if err := p.Push(ctx, paths[0]); err != nil {
+		t.Fatal(err)
+	}
+	// The first call pushed segments 1 to 4 (itself and the three oldest ready ones).
+	for i, path := range paths {
+		key, _ := layout.WALKey(filepath.Base(path))
+		_, err := st.Store.Stat(ctx, key)
+		if (i < 4) != (err == nil) {
+			t.Errorf("after the first call, segment %d stored=%v", i+1, err == nil)
+		}
+	}
+	// PostgreSQL marks 1 done and asks for 2: answered from the marker, without a request.
+	os.Rename(filepath.Join(wal, "archive_status", filepath.Base(paths[0])+".ready"), filepath.Join(wal, "archive_status", filepath.Base(paths[0])+".done"))
+	os.Remove(filepath.Join(wal, "archive_status", filepath.Base(paths[1])+".ready"))
+	before := st.total()
+	if err := newPusher(t, st, spool, 1).Push(ctx, paths[1]); err != nil {
+		t.Fatal(err)
+	}
+	if st.total() != before {
+		t.Errorf("push of a marked segment made %d requests, want 0", st.total()-before)
+	}
+	// A marker never vouches for different content.
+	os.WriteFile(paths[2], waltest.Segment(1, 3, seg, 42, 999), 0o600)
+	if err := newPusher(t, st, spool, 1).Push(ctx, paths[2]); !errors.Is(err, archive.ErrConflict) {
+		t.Errorf("changed file with a marker: got %v, want ErrConflict", err)
+	}
+}
+
+func TestStandbyRefused(t *testing.T) {
+	wal := waltest.WALDir(t)
+	os.WriteFile(filepath.Join(wal, "..", "standby.signal"), nil, 0o600)
+	path := waltest.WriteSegment(t, wal, 1, 1, seg, 42)
+	err := newPusher(t, mem.New(), t.TempDir(), 1).Push(context.Background(), path)
+	if err == nil || !strings.Contains(err.Error(), "standby") {
+		t.Fatalf("push from a standby: got %v, want a refusal", err)
+	}
+	p, _ := archive.New(archive.Config{Store: mem.New(), SpoolDir: t.TempDir(), AllowStandby: true})
+	if err := p.Push(context.Background(), path); err != nil {
+		t.Fatalf("with AllowStandby: %v", err)
+	}
+}
+
+// TestLargeSegmentUsesDisk pushes a 128 MiB segment, which goes through a spool temp file.
+func TestLargeSegment(t *testing.T) {
+	dir := t.TempDir()
+	st, _ := file.New(dir)
+	wal := waltest.WALDir(t)
+	path := waltest.WriteSegment(t, wal, 1, 2, 128<<20, 42)
+	spool := t.TempDir()
+	if err := newPusher(t, st, spool, 1).Push(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(path)
+	if !bytes.Equal(fetchRaw(t, st, filepath.Base(path)), want) {
+		t.Fatal("large segment differs")
+	}
+	left, _ := filepath.Glob(filepath.Join(spool, ".push-*"))
+	if len(left) != 0 {
+		t.Fatalf("temp files left in the spool: %v", left)
+	}
+}
+
+// TestFailureIsNotSuccess: a store that fails makes Push fail; nothing is reported archived.
+func TestFailureIsNotSuccess(t *testing.T) {
+	wal := waltest.WALDir(t)
+	boom := errors.New("503 service unavailable")
+	st := &storage.Faulty{Store: mem.New(), Before: func(_ context.Context, op, key string) error {
+		if strings.HasPrefix(key, "pg/wal/") {
+			return boom
+		}
+		return nil
+	}}
+	spool := t.TempDir()
+	path := waltest.WriteSegment(t, wal, 1, 1, seg, 42)
+	if err := newPusher(t, st, spool, 1).Push(context.Background(), path); !errors.Is(err, boom) {
+		t.Fatalf("got %v, want the storage error", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(spool, "archived", "*")); len(m) != 0 {
+		t.Fatalf("a failed push left a marker: %v", m)
+	}
+}

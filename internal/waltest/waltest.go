@@ -1,0 +1,57 @@
+// Package waltest makes synthetic WAL files with valid page headers for tests that need no
+// running PostgreSQL.
+package waltest
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/walship/walship/walfile"
+)
+
+// Segment returns the bytes of segment segno of timeline tli for system sysid.
+func Segment(tli uint32, segno uint64, segSize uint32, sysid uint64, seed uint64) []byte {
+	b := make([]byte, segSize)
+	r := rand.New(rand.NewPCG(seed, segno))
+	for page := 0; page < int(segSize)/8192; page++ {
+		p := b[page*8192:]
+		binary.LittleEndian.PutUint16(p, 0xD110)
+		binary.LittleEndian.PutUint32(p[4:], tli)
+		binary.LittleEndian.PutUint64(p[8:], segno*uint64(segSize)+uint64(page*8192))
+		if page == 0 {
+			binary.LittleEndian.PutUint16(p[2:], 0x0002)
+			binary.LittleEndian.PutUint64(p[24:], sysid)
+			binary.LittleEndian.PutUint32(p[32:], segSize)
+			binary.LittleEndian.PutUint32(p[36:], 8192)
+		}
+		for i := 64; i < 8192; i += 64 {
+			binary.LittleEndian.PutUint64(p[i:], r.Uint64()%1000)
+		}
+	}
+	return b
+}
+
+// WALDir makes DATADIR/pg_wal/archive_status and returns the pg_wal path.
+func WALDir(t testing.TB) string {
+	d := filepath.Join(t.TempDir(), "data", "pg_wal")
+	if err := os.MkdirAll(filepath.Join(d, "archive_status"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// WriteSegment writes a segment into walDir, marks it ready, and returns its path.
+func WriteSegment(t testing.TB, walDir string, tli uint32, segno uint64, segSize uint32, sysid uint64) string {
+	name := walfile.SegmentName(tli, segno, segSize)
+	p := filepath.Join(walDir, name)
+	if err := os.WriteFile(p, Segment(tli, segno, segSize, sysid, sysid), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(walDir, "archive_status", name+".ready"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

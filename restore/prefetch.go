@@ -1,0 +1,185 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/walship/walship/layout"
+	"github.com/walship/walship/storage"
+	"github.com/walship/walship/walfile"
+)
+
+// The spool keeps prefetched objects as stored (still framed), so serving one re-verifies it and
+// a torn or damaged spool file is simply fetched again: nothing in the spool is trusted, so it
+// needs no fsync. Files older than spoolMaxAge are dropped, which bounds what a timeline switch
+// or an abandoned recovery leaves behind.
+const (
+	spoolMaxAge = 10 * time.Minute
+	missSuffix  = ".missing"
+)
+
+func (f *Fetcher) prefetchDir() string { return filepath.Join(f.cfg.SpoolDir, "prefetch") }
+
+// fromSpool serves name from the spool when a verified copy is there.
+func (f *Fetcher) fromSpool(name, dest string, hist history) (bool, error) {
+	p := filepath.Join(f.prefetchDir(), name)
+	sf, err := os.Open(p)
+	if err != nil {
+		return false, nil
+	}
+	hdr, err := writeVerified(sf, dest, nil)
+	sf.Close()
+	os.Remove(p)
+	if err != nil {
+		f.cfg.Log.Warn("prefetched copy unusable; fetching from storage", "file", name, "err", err.Error())
+		return false, nil
+	}
+	if err := checkTimeline(name, hdr, hist); err != nil {
+		os.Remove(dest)
+		return true, err
+	}
+	f.cfg.Log.Debug("restored from prefetch spool", "file", name)
+	if hdr != nil {
+		f.prefetchAfter(name, hdr.SegSize)
+	}
+	return true, nil
+}
+
+// recentMiss reports whether the prefetcher found name absent less than MissTTL ago.
+func (f *Fetcher) recentMiss(name string) bool {
+	fi, err := os.Stat(filepath.Join(f.prefetchDir(), name+missSuffix))
+	return err == nil && time.Since(fi.ModTime()) < f.cfg.MissTTL
+}
+
+// prefetchAfter starts the background download of the segments following name that the spool
+// does not hold yet, and drops spool files that can no longer be asked for.
+func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
+	if f.cfg.Prefetch <= 0 || f.cfg.StartPrefetch == nil {
+		return
+	}
+	tli, segno, err := walfile.ParseSegment(name, segSize)
+	if err != nil {
+		return
+	}
+	dir := f.prefetchDir()
+	f.cleanSpool(dir, tli, segno, segSize)
+	var want []string
+	for i := 1; i <= f.cfg.Prefetch; i++ {
+		n := walfile.SegmentName(tli, segno+uint64(i), segSize)
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			continue
+		}
+		if f.recentMiss(n) {
+			break // the archive ends before n
+		}
+		want = append(want, n)
+	}
+	if len(want) == 0 {
+		return
+	}
+	if err := f.cfg.StartPrefetch(want); err != nil {
+		f.cfg.Log.Warn("could not start prefetch", "err", err.Error())
+	}
+}
+
+func (f *Fetcher) cleanSpool(dir string, tli uint32, segno uint64, segSize uint32) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		n := e.Name()
+		base := strings.TrimSuffix(n, missSuffix)
+		info, err := e.Info()
+		if err != nil {
+			continue
+		}
+		t, s, perr := walfile.ParseSegment(base, segSize)
+		stale := perr == nil && t == tli && s <= segno
+		if stale || time.Since(info.ModTime()) > spoolMaxAge {
+			os.Remove(filepath.Join(dir, n))
+		}
+	}
+}
+
+// Prefetch downloads names into the spool concurrently. Only one prefetcher runs per spool (an
+// flock); a second returns at once. A name the archive lacks is recorded as a miss so a standby's
+// next probe for it need not ask storage.
+func Prefetch(ctx context.Context, st storage.Store, spoolDir string, names []string) error {
+	dir := filepath.Join(spoolDir, "prefetch")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return nil // another prefetcher is at work
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(names))
+	for i, name := range names {
+		if walfile.Classify(name) != walfile.Segment {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = prefetchOne(ctx, st, dir, name)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func prefetchOne(ctx context.Context, st storage.Store, dir, name string) error {
+	final := filepath.Join(dir, name)
+	if _, err := os.Stat(final); err == nil {
+		return nil
+	}
+	key, err := layout.WALKey(name)
+	if err != nil {
+		return err
+	}
+	rc, _, err := st.Get(ctx, key)
+	if errors.Is(err, storage.ErrNotExist) {
+		return touch(filepath.Join(dir, name+missSuffix))
+	}
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	os.Remove(filepath.Join(dir, name+missSuffix))
+	tmp, err := os.CreateTemp(dir, "."+name+"-*")
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(tmp, rc)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), final)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
+}
+
+func touch(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}

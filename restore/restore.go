@@ -1,0 +1,232 @@
+// Package restore is PostgreSQL's restore_command: fetch one WAL file, verified before PostgreSQL
+// sees a byte, from a prefetch spool or from storage, and say clearly whether it is absent or the
+// archive could not be read.
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/walship/walship/layout"
+	"github.com/walship/walship/object"
+	"github.com/walship/walship/storage"
+	"github.com/walship/walship/walfile"
+)
+
+// ErrNotFound means the archive answered that the file is not there (or it lies on a timeline
+// beyond its switch point). Any other error means the archive could not be read or the object
+// is damaged, and recovery must not treat it as the end of the archive.
+var ErrNotFound = errors.New("not in the archive")
+
+// Config sets up a Fetcher.
+type Config struct {
+	Store storage.Store
+	// SpoolDir holds prefetched objects, outside pg_wal so pg_rewind and base backups of pg_wal
+	// never see them.
+	SpoolDir string
+	// Prefetch is how many segments after a fetched one are downloaded ahead (0 disables).
+	Prefetch int
+	// Standby is set when the server runs as a standby: only then may a recent miss recorded by
+	// the prefetcher answer a probe without asking storage.
+	Standby bool
+	// MissTTL is how long such a miss stays trusted.
+	MissTTL time.Duration
+	// StartPrefetch launches the background prefetcher for names; nil disables prefetching.
+	StartPrefetch func(names []string) error
+	Log           *slog.Logger
+}
+
+// Fetcher serves restore_command calls.
+type Fetcher struct {
+	cfg Config
+}
+
+// New returns a Fetcher.
+func New(cfg Config) (*Fetcher, error) {
+	if cfg.Store == nil || cfg.SpoolDir == "" {
+		return nil, errors.New("restore: store and spool directory are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MissTTL == 0 {
+		cfg.MissTTL = 5 * time.Second
+	}
+	return &Fetcher{cfg: cfg}, nil
+}
+
+// CheckName refuses a %f that is not a file name PostgreSQL asks for.
+func CheckName(name string) error {
+	switch walfile.Classify(name) {
+	case walfile.Segment, walfile.History, walfile.Partial, walfile.Backup:
+		return nil
+	}
+	return fmt.Errorf("%q is not a WAL segment, .history, .partial or .backup file name", name)
+}
+
+// CheckDest refuses a %p that could not come from PostgreSQL.
+func CheckDest(dest string) error {
+	if dest == "" || strings.ContainsRune(dest, 0) || len(dest) > 4096 || strings.HasSuffix(dest, "/") {
+		return fmt.Errorf("invalid destination path %q", dest)
+	}
+	for _, el := range strings.Split(filepath.ToSlash(dest), "/") {
+		if el == ".." {
+			return fmt.Errorf("destination path %q contains '..'", dest)
+		}
+	}
+	return nil
+}
+
+// Fetch writes the verified content of name to dest. It writes a temporary file beside dest and
+// renames it only after the frame's length and checksum verified, so PostgreSQL never sees a
+// partial or corrupt file. (PostgreSQL re-fetches after a crash, so dest is not fsynced.)
+func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
+	if err := CheckName(name); err != nil {
+		return err
+	}
+	if err := CheckDest(dest); err != nil {
+		return err
+	}
+	walDir := filepath.Dir(dest)
+	hist := targetHistory(walDir, f.cfg.Log)
+	kind := walfile.Classify(name)
+	if kind == walfile.Segment {
+		if f.cfg.Standby && f.recentMiss(name) {
+			f.cfg.Log.Debug("not in the archive (recent miss)", "file", name)
+			return fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		if served, err := f.fromSpool(name, dest, hist); served || err != nil {
+			return err
+		}
+	}
+	key, err := layout.WALKey(name)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	rc, info, err := f.cfg.Store.Get(ctx, key)
+	if errors.Is(err, storage.ErrNotExist) {
+		f.cfg.Log.Debug("not in the archive", "file", name)
+		return fmt.Errorf("%s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", name, err)
+	}
+	hdr, err := writeVerified(rc, dest, info.Metadata)
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", name, err)
+	}
+	if err := checkTimeline(name, hdr, hist); err != nil {
+		os.Remove(dest)
+		return err
+	}
+	f.cfg.Log.Debug("restored", "file", name, "ms", time.Since(start).Milliseconds())
+	if kind == walfile.Segment && hdr != nil {
+		f.prefetchAfter(name, hdr.SegSize)
+	}
+	return nil
+}
+
+// writeVerified decodes a frame into a temp file beside dest and renames it into place only when
+// the frame verified (and agrees with the object's metadata). It returns the WAL page header of
+// segments and partials.
+func writeVerified(r io.Reader, dest string, meta map[string]string) (*walfile.PageHeader, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".walship-*")
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*walfile.PageHeader, error) {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, err
+	}
+	sum, err := object.Decode(tmp, r)
+	if err != nil {
+		return fail(err)
+	}
+	if want, ok := object.SummaryFromMetadata(meta); ok && want != sum {
+		return fail(fmt.Errorf("%w: content sha256 %s, object metadata says %s", object.ErrCorrupt, sum.Hex(), want.Hex()))
+	}
+	var hdr *walfile.PageHeader
+	if k := walfile.Classify(filepath.Base(dest)); k != walfile.History && sum.RawSize >= 40 {
+		buf := make([]byte, 40)
+		if _, err := tmp.ReadAt(buf, 0); err == nil {
+			if h, err := walfile.ParseHeader(buf); err == nil {
+				hdr = &h
+			}
+		}
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return nil, err
+	}
+	if err := os.Rename(tmp.Name(), dest); err != nil {
+		os.Remove(tmp.Name())
+		return nil, err
+	}
+	return hdr, nil
+}
+
+// history maps a timeline to the LSN where the recovery target's history says it ended.
+type history map[uint32]walfile.LSN
+
+// targetHistory reads the newest timeline history file PostgreSQL has restored into pg_wal: the
+// one of its recovery target timeline, listing where each ancestor timeline ended.
+func targetHistory(walDir string, log *slog.Logger) history {
+	matches, _ := filepath.Glob(filepath.Join(walDir, "*.history"))
+	var names []string
+	for _, m := range matches {
+		if walfile.Classify(filepath.Base(m)) == walfile.History {
+			names = append(names, filepath.Base(m))
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	sort.Strings(names)
+	b, err := os.ReadFile(filepath.Join(walDir, names[len(names)-1]))
+	if err != nil {
+		return nil
+	}
+	entries, err := walfile.ParseHistory(b)
+	if err != nil {
+		log.Warn("unreadable timeline history in pg_wal; timeline checks off", "file", names[len(names)-1], "err", err.Error())
+		return nil
+	}
+	h := history{}
+	for _, e := range entries {
+		h[e.Timeline] = e.SwitchLSN
+	}
+	return h
+}
+
+// checkTimeline refuses a segment of an ancestor timeline that starts at or after the point where
+// the target's history says that timeline ended: such a segment was written by an old primary
+// after the failover, and replaying it would diverge (CloudNativePG #4990).
+func checkTimeline(name string, hdr *walfile.PageHeader, h history) error {
+	if hdr == nil || len(h) == 0 || walfile.Classify(name) != walfile.Segment {
+		return nil
+	}
+	tli, segno, err := walfile.ParseSegment(name, hdr.SegSize)
+	if err != nil {
+		return nil
+	}
+	end, ok := h[tli]
+	if !ok {
+		return nil
+	}
+	if start := walfile.LSN(segno * uint64(hdr.SegSize)); start >= end {
+		return fmt.Errorf("%s: %w: timeline %d ended at %s in the target's history; this segment starts after it",
+			name, ErrNotFound, tli, end)
+	}
+	return nil
+}

@@ -1,0 +1,258 @@
+package restore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/internal/waltest"
+	"github.com/walship/walship/layout"
+	"github.com/walship/walship/object"
+	"github.com/walship/walship/restore"
+	"github.com/walship/walship/storage"
+	"github.com/walship/walship/storage/mem"
+	"github.com/walship/walship/walfile"
+)
+
+const seg = 1 << 20
+
+// archived pushes segments 1..n of timeline tli into a fresh mem store and returns it with the
+// original bytes by name.
+func archived(t *testing.T, tli uint32, n uint64) (*mem.Store, map[string][]byte) {
+	st := mem.New()
+	wal := waltest.WALDir(t)
+	p, _ := archive.New(archive.Config{Store: st, StoreURL: "mem://", Codec: object.DefaultOptions, SpoolDir: t.TempDir()})
+	orig := map[string][]byte{}
+	for i := uint64(1); i <= n; i++ {
+		path := waltest.WriteSegment(t, wal, tli, i, seg, 42)
+		if err := p.Push(context.Background(), path); err != nil {
+			t.Fatal(err)
+		}
+		orig[filepath.Base(path)], _ = os.ReadFile(path)
+	}
+	return st, orig
+}
+
+func fetcher(t *testing.T, st storage.Store, cfg restore.Config) *restore.Fetcher {
+	cfg.Store = st
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = t.TempDir()
+	}
+	f, err := restore.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestFetchVerified(t *testing.T) {
+	st, orig := archived(t, 1, 2)
+	wal := waltest.WALDir(t)
+	dest := filepath.Join(wal, "RECOVERYXLOG")
+	name := walfile.SegmentName(1, 1, seg)
+	if err := fetcher(t, st, restore.Config{}).Fetch(context.Background(), name, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[name]) {
+		t.Fatal("restored content differs")
+	}
+	leftovers(t, wal)
+}
+
+func leftovers(t *testing.T, dir string) {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(dir, ".*walship*"))
+	if len(m) != 0 {
+		t.Fatalf("temp files left: %v", m)
+	}
+}
+
+func TestFetchNotFound(t *testing.T) {
+	st, _ := archived(t, 1, 1)
+	wal := waltest.WALDir(t)
+	for _, name := range []string{walfile.SegmentName(1, 9, seg), "00000002.history"} {
+		err := fetcher(t, st, restore.Config{}).Fetch(context.Background(), name, filepath.Join(wal, "RECOVERYXLOG"))
+		if !errors.Is(err, restore.ErrNotFound) {
+			t.Errorf("%s: got %v, want ErrNotFound", name, err)
+		}
+	}
+}
+
+// TestStorageErrorIsNotNotFound: an unreadable archive must never look like the end of WAL.
+func TestStorageErrorIsNotNotFound(t *testing.T) {
+	st, _ := archived(t, 1, 1)
+	down := &storage.Faulty{Store: st, Before: func(context.Context, string, string) error {
+		return errors.New("dial tcp 127.0.0.1:9000: connection refused")
+	}}
+	wal := waltest.WALDir(t)
+	dest := filepath.Join(wal, "RECOVERYXLOG")
+	err := fetcher(t, down, restore.Config{}).Fetch(context.Background(), walfile.SegmentName(1, 1, seg), dest)
+	if err == nil || errors.Is(err, restore.ErrNotFound) {
+		t.Fatalf("storage down: got %v, want an error that is not ErrNotFound", err)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Fatal("a file was written although storage was down")
+	}
+}
+
+func TestCorruptNeverHandedOver(t *testing.T) {
+	name := walfile.SegmentName(1, 1, seg)
+	key, _ := layout.WALKey(name)
+	damage := map[string]func([]byte) []byte{
+		"flip":     func(b []byte) []byte { b[len(b)/2] ^= 1; return b },
+		"truncate": func(b []byte) []byte { return b[:len(b)-100] },
+		"empty":    func(b []byte) []byte { return nil },
+		"trailer":  func(b []byte) []byte { b[len(b)-10] ^= 0x40; return b },
+	}
+	for what, f := range damage {
+		st, _ := archived(t, 1, 1)
+		st.Corrupt(key, f)
+		wal := waltest.WALDir(t)
+		dest := filepath.Join(wal, "RECOVERYXLOG")
+		err := fetcher(t, st, restore.Config{}).Fetch(context.Background(), name, dest)
+		if !errors.Is(err, object.ErrCorrupt) || errors.Is(err, restore.ErrNotFound) {
+			t.Errorf("%s: got %v, want ErrCorrupt", what, err)
+		}
+		if _, err := os.Stat(dest); !os.IsNotExist(err) {
+			t.Errorf("%s: corrupt bytes were handed to PostgreSQL", what)
+		}
+		leftovers(t, wal)
+	}
+}
+
+// TestMetadataMismatchRefused: a valid frame stored under the wrong name (or with metadata of
+// another object) is refused.
+func TestMetadataMismatchRefused(t *testing.T) {
+	st, _ := archived(t, 1, 2)
+	k1, _ := layout.WALKey(walfile.SegmentName(1, 1, seg))
+	k2, _ := layout.WALKey(walfile.SegmentName(1, 2, seg))
+	rc, _, _ := st.Get(context.Background(), k2)
+	var frame bytes.Buffer
+	frame.ReadFrom(rc)
+	st.Corrupt(k1, func([]byte) []byte { return frame.Bytes() })
+	err := fetcher(t, st, restore.Config{}).Fetch(context.Background(), walfile.SegmentName(1, 1, seg), filepath.Join(waltest.WALDir(t), "RECOVERYXLOG"))
+	if !errors.Is(err, object.ErrCorrupt) {
+		t.Fatalf("swapped object: got %v, want ErrCorrupt", err)
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	f := fetcher(t, mem.New(), restore.Config{})
+	for _, c := range [][2]string{{"../../etc/passwd", "pg_wal/RECOVERYXLOG"}, {"000000010000000000000001", "../x"},
+		{"000000010000000000000001", "pg_wal/\x00"}, {"000000010000000000000001", strings.Repeat("a/", 3000)}, {"", "x"}} {
+		if err := f.Fetch(context.Background(), c[0], c[1]); err == nil || errors.Is(err, restore.ErrNotFound) {
+			t.Errorf("Fetch(%q, %q): got %v, want a refusal", c[0], c[1], err)
+		}
+	}
+}
+
+// TestPartialNotServedAsFull: asking for X never returns X.partial.
+func TestPartialNotServedAsFull(t *testing.T) {
+	st := mem.New()
+	wal := waltest.WALDir(t)
+	name := walfile.SegmentName(1, 3, seg)
+	part := filepath.Join(wal, name+".partial")
+	os.WriteFile(part, waltest.Segment(1, 3, seg, 42, 1)[:seg], 0o600)
+	p, _ := archive.New(archive.Config{Store: st, StoreURL: "mem://", SpoolDir: t.TempDir()})
+	if err := p.Push(context.Background(), part); err != nil {
+		t.Fatal(err)
+	}
+	f := fetcher(t, st, restore.Config{})
+	if err := f.Fetch(context.Background(), name, filepath.Join(wal, "RECOVERYXLOG")); !errors.Is(err, restore.ErrNotFound) {
+		t.Fatalf("full name with only a partial archived: got %v, want ErrNotFound", err)
+	}
+	if err := f.Fetch(context.Background(), name+".partial", filepath.Join(wal, "RECOVERYXLOG")); err != nil {
+		t.Fatalf("explicit partial: %v", err)
+	}
+}
+
+// TestOldTimelineAfterSwitchRefused: with 00000002.history in pg_wal saying timeline 1 ended in
+// segment 3, timeline 1's segments from 4 on (an old primary's late archiving) are refused,
+// while earlier ones and segment 3 itself are served.
+func TestOldTimelineAfterSwitchRefused(t *testing.T) {
+	st, _ := archived(t, 1, 5)
+	wal := waltest.WALDir(t)
+	os.WriteFile(filepath.Join(wal, "00000002.history"), []byte("1\t0/30ABC0\tno recovery target specified\n"), 0o600)
+	f := fetcher(t, st, restore.Config{})
+	for segno, ok := range map[uint64]bool{1: true, 2: true, 3: true, 4: false, 5: false} {
+		err := f.Fetch(context.Background(), walfile.SegmentName(1, segno, seg), filepath.Join(wal, "RECOVERYXLOG"))
+		if ok != (err == nil) || (!ok && !errors.Is(err, restore.ErrNotFound)) {
+			t.Errorf("timeline 1 segment %d: got %v, want served=%v", segno, err, ok)
+		}
+	}
+}
+
+func TestPrefetchSpool(t *testing.T) {
+	st, orig := archived(t, 1, 6)
+	spool := t.TempDir()
+	var started [][]string
+	cfg := restore.Config{SpoolDir: spool, Prefetch: 3, StartPrefetch: func(names []string) error {
+		started = append(started, names)
+		return restore.Prefetch(context.Background(), st, spool, names) // synchronously, for the test
+	}}
+	gets := 0
+	counted := &storage.Faulty{Store: st, Before: func(_ context.Context, op, _ string) error {
+		if op == "get" {
+			gets++
+		}
+		return nil
+	}}
+	f := fetcher(t, counted, cfg)
+	wal := waltest.WALDir(t)
+	dest := filepath.Join(wal, "RECOVERYXLOG")
+	for i := uint64(1); i <= 6; i++ {
+		name := walfile.SegmentName(1, i, seg)
+		if err := f.Fetch(context.Background(), name, dest); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[name]) {
+			t.Fatalf("%s: content differs", name)
+		}
+	}
+	if gets != 1 {
+		t.Errorf("%d direct storage reads for 6 segments, want 1 (the rest from the spool)", gets)
+	}
+	if len(started) == 0 || len(started[0]) != 3 || started[0][0] != walfile.SegmentName(1, 2, seg) {
+		t.Errorf("prefetch requests: %v", started)
+	}
+	// The prefetcher found segment 7 missing: a standby's probe within the TTL asks nobody.
+	miss := walfile.SegmentName(1, 7, seg)
+	sf := fetcher(t, &storage.Faulty{Store: st, Before: func(context.Context, string, string) error {
+		return errors.New("storage must not be asked")
+	}}, restore.Config{SpoolDir: spool, Standby: true, MissTTL: time.Minute})
+	if err := sf.Fetch(context.Background(), miss, dest); !errors.Is(err, restore.ErrNotFound) {
+		t.Errorf("standby probe after a recorded miss: got %v, want ErrNotFound without a request", err)
+	}
+	// Outside standby mode the miss is not trusted: storage is asked.
+	af := fetcher(t, st, restore.Config{SpoolDir: spool, MissTTL: time.Minute})
+	if err := af.Fetch(context.Background(), miss, dest); !errors.Is(err, restore.ErrNotFound) {
+		t.Errorf("archive recovery probe: got %v", err)
+	}
+	entries, _ := os.ReadDir(filepath.Join(spool, "prefetch"))
+	for _, e := range entries {
+		if walfile.Classify(e.Name()) == walfile.Segment {
+			t.Errorf("spool still holds %s after it was served", e.Name())
+		}
+	}
+}
+
+func TestDamagedSpoolFallsBack(t *testing.T) {
+	st, orig := archived(t, 1, 2)
+	spool := t.TempDir()
+	name := walfile.SegmentName(1, 2, seg)
+	os.MkdirAll(filepath.Join(spool, "prefetch"), 0o700)
+	os.WriteFile(filepath.Join(spool, "prefetch", name), []byte("torn"), 0o600)
+	dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
+	if err := fetcher(t, st, restore.Config{SpoolDir: spool}).Fetch(context.Background(), name, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[name]) {
+		t.Fatal("content differs after a damaged spool file")
+	}
+}
