@@ -426,8 +426,9 @@ func testCorrupt(t *testing.T, o Options) {
 	}
 }
 
-// CorruptingTransport flips the middle byte of every request body of at least MinBody bytes, after
-// the SDK has computed its checksums and signatures: a stand-in for corruption on the wire.
+// CorruptingTransport flips the middle byte of every request body of at least MinBody bytes (and
+// byte MinBody of a body of unknown length), after the SDK has computed its checksums and
+// signatures: a stand-in for corruption on the wire.
 type CorruptingTransport struct {
 	Base    http.RoundTripper
 	MinBody int64
@@ -436,25 +437,34 @@ type CorruptingTransport struct {
 
 // RoundTrip implements http.RoundTripper.
 func (c *CorruptingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil && req.ContentLength >= c.MinBody {
-		c.Flipped.Add(1)
+	at := int64(-1)
+	switch {
+	case req.Body == nil || req.Body == http.NoBody:
+	case req.ContentLength >= c.MinBody:
+		at = req.ContentLength / 2
+	case req.ContentLength <= 0: // unknown length (0 with a body means unknown for a client)
+		at = c.MinBody
+	}
+	if at >= 0 {
 		req = req.Clone(req.Context())
-		req.Body = &flipReader{r: req.Body, at: req.ContentLength / 2}
+		req.Body = &flipReader{r: req.Body, at: at, flipped: &c.Flipped}
 		req.GetBody = nil
 	}
 	return c.Base.RoundTrip(req)
 }
 
 type flipReader struct {
-	r   io.ReadCloser
-	at  int64
-	off int64
+	r       io.ReadCloser
+	at      int64
+	off     int64
+	flipped *atomic.Int32
 }
 
 func (f *flipReader) Read(p []byte) (int, error) {
 	n, err := f.r.Read(p)
 	if f.at >= f.off && f.at < f.off+int64(n) {
 		p[f.at-f.off] ^= 0x01
+		f.flipped.Add(1)
 	}
 	f.off += int64(n)
 	return n, err

@@ -1,0 +1,320 @@
+// Package gcs is the Store for Google Cloud Storage (and fake-gcs-server), built on
+// cloud.google.com/go/storage with Application Default Credentials.
+package gcs
+
+import (
+	"context"
+	"crypto/md5"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	gs "cloud.google.com/go/storage"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/iterator"
+	"google.golang.org/api/option"
+
+	"github.com/walship/walship/storage"
+)
+
+// Config selects the bucket and how to reach it.
+type Config struct {
+	Bucket string
+	Prefix string
+	// Endpoint is an emulator's base URL (http://127.0.0.1:4443); credentials are then not used.
+	Endpoint string
+	// JSONReads reads through the JSON API, which emulators need (the SDK's XML reads are routed
+	// by host name). Set automatically with Endpoint.
+	JSONReads bool
+	// HTTPClient replaces the SDK's transport (tests inject faults). Only with Endpoint, since it
+	// replaces authentication too.
+	HTTPClient *http.Client
+	// ChunkSize is the resumable-upload chunk; smaller bodies go in one request, where the server
+	// checks the CRC32C and MD5 sent with them (default 16 MiB).
+	ChunkSize int
+}
+
+// Store is a GCS bucket (and name prefix).
+type Store struct {
+	cfg          Config
+	client       *gs.Client
+	bucket       *gs.BucketHandle
+	bucketExists atomic.Bool
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// New builds the client. The SDK's own retries are off: storage.Retry above every backend is the
+// one retry policy.
+func New(ctx context.Context, c Config) (*Store, error) {
+	if c.Bucket == "" {
+		return nil, errors.New("gcs: no bucket in the storage URL (gs://BUCKET/prefix)")
+	}
+	c.Prefix = strings.Trim(c.Prefix, "/")
+	if c.ChunkSize == 0 {
+		c.ChunkSize = 16 << 20
+	}
+	var opts []option.ClientOption
+	if c.Endpoint != "" {
+		ep := strings.TrimSuffix(c.Endpoint, "/")
+		if !strings.Contains(ep, "://") {
+			ep = "http://" + ep
+		}
+		opts = append(opts, option.WithEndpoint(ep+"/storage/v1/"), option.WithoutAuthentication())
+		c.JSONReads = true
+	}
+	if c.HTTPClient != nil {
+		opts = append(opts, option.WithHTTPClient(c.HTTPClient))
+	}
+	if c.JSONReads {
+		opts = append(opts, gs.WithJSONReads())
+	}
+	client, err := gs.NewClient(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("gcs: %w: %w", storage.ErrCredentials, err)
+	}
+	client.SetRetry(gs.WithPolicy(gs.RetryNever))
+	return &Store{cfg: c, client: client, bucket: client.Bucket(c.Bucket)}, nil
+}
+
+func (s *Store) String() string {
+	if s.cfg.Prefix == "" {
+		return "gs://" + s.cfg.Bucket
+	}
+	return "gs://" + s.cfg.Bucket + "/" + s.cfg.Prefix
+}
+
+func (s *Store) name(key string) string {
+	if s.cfg.Prefix == "" {
+		return key
+	}
+	return s.cfg.Prefix + "/" + key
+}
+
+// Put implements storage.Store.
+func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, meta map[string]string) error {
+	return s.put(ctx, "put", key, body, meta, false)
+}
+
+// Create implements storage.Creator with ifGenerationMatch=0.
+func (s *Store) Create(ctx context.Context, key string, body io.ReadSeeker, meta map[string]string) error {
+	return s.put(ctx, "create", key, body, meta, true)
+}
+
+// put sends the body's CRC32C and MD5 so the server rejects a damaged single-request upload, and
+// compares the CRC32C the server computed after every upload: resumable uploads are not checked
+// by every server (fake-gcs-server ignores their hashes), so a mismatch deletes what was stored.
+func (s *Store) put(ctx context.Context, op, key string, body io.ReadSeeker, meta map[string]string, create bool) error {
+	if err := storage.CheckKey(key); err != nil {
+		return fmt.Errorf("gcs: %s: %w", op, err)
+	}
+	if err := storage.CheckMetadata(meta); err != nil {
+		return fmt.Errorf("gcs: %s %s: %w", op, key, err)
+	}
+	crc, sum, err := checksums(body)
+	if err != nil {
+		return fmt.Errorf("gcs: %s %s: %w", op, key, err)
+	}
+	obj := s.bucket.Object(s.name(key))
+	if create {
+		obj = obj.If(gs.Conditions{DoesNotExist: true})
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := obj.NewWriter(wctx)
+	w.Metadata = meta
+	w.ChunkSize = s.cfg.ChunkSize
+	w.SendCRC32C = true
+	w.CRC32C = crc
+	w.MD5 = sum
+	if _, err := io.Copy(w, body); err != nil {
+		cancel()
+		w.Close()
+		return fmt.Errorf("gcs: %s %s: %w", op, key, s.classify(ctx, err, true))
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("gcs: %s %s: %w", op, key, s.classify(ctx, err, true))
+	}
+	s.bucketExists.Store(true)
+	if attrs := w.Attrs(); attrs != nil && attrs.CRC32C != crc {
+		// Remove exactly the generation this call created, never a later writer's.
+		s.bucket.Object(s.name(key)).If(gs.Conditions{GenerationMatch: attrs.Generation}).Delete(context.WithoutCancel(ctx))
+		return fmt.Errorf("gcs: %s %s: %w: server crc32c %08x, sent %08x (object removed)", op, key, storage.ErrIntegrity, attrs.CRC32C, crc)
+	}
+	return nil
+}
+
+func checksums(body io.ReadSeeker) (uint32, []byte, error) {
+	if _, err := body.Seek(0, io.SeekStart); err != nil {
+		return 0, nil, err
+	}
+	c := crc32.New(castagnoli)
+	m := md5.New()
+	if _, err := io.Copy(io.MultiWriter(c, m), body); err != nil {
+		return 0, nil, err
+	}
+	if _, err := body.Seek(0, io.SeekStart); err != nil {
+		return 0, nil, err
+	}
+	return c.Sum32(), m.Sum(nil), nil
+}
+
+// Get implements storage.Store. The reader's attributes carry no metadata, so the object's
+// attributes are read first and exactly that generation is opened: metadata and body always
+// belong together, and a miss still costs one request.
+func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.Info, error) {
+	if err := storage.CheckKey(key); err != nil {
+		return nil, storage.Info{}, fmt.Errorf("gcs: get: %w", err)
+	}
+	obj := s.bucket.Object(s.name(key))
+	a, err := obj.Attrs(ctx)
+	if err != nil {
+		return nil, storage.Info{}, fmt.Errorf("gcs: get %s: %w", key, s.classify(ctx, err, false))
+	}
+	r, err := obj.Generation(a.Generation).NewReader(ctx)
+	if err != nil {
+		return nil, storage.Info{}, fmt.Errorf("gcs: get %s: %w", key, s.classify(ctx, err, false))
+	}
+	s.bucketExists.Store(true)
+	return r, storage.Info{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: lower(a.Metadata)}, nil
+}
+
+// GetRange implements storage.RangeGetter.
+func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if err := storage.CheckKey(key); err != nil {
+		return nil, fmt.Errorf("gcs: get: %w", err)
+	}
+	if length == 0 {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	r, err := s.bucket.Object(s.name(key)).NewRangeReader(ctx, offset, length)
+	if err != nil {
+		return nil, fmt.Errorf("gcs: get %s at %d: %w", key, offset, s.classify(ctx, err, false))
+	}
+	return r, nil
+}
+
+// Stat implements storage.Store.
+func (s *Store) Stat(ctx context.Context, key string) (storage.Info, error) {
+	if err := storage.CheckKey(key); err != nil {
+		return storage.Info{}, fmt.Errorf("gcs: stat: %w", err)
+	}
+	a, err := s.bucket.Object(s.name(key)).Attrs(ctx)
+	if err != nil {
+		return storage.Info{}, fmt.Errorf("gcs: stat %s: %w", key, s.classify(ctx, err, false))
+	}
+	return storage.Info{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: lower(a.Metadata)}, nil
+}
+
+// List implements storage.Store.
+func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) error) error {
+	full := s.name(prefix)
+	if prefix == "" && s.cfg.Prefix != "" {
+		full = s.cfg.Prefix + "/"
+	}
+	q := &gs.Query{Prefix: full, Projection: gs.ProjectionNoACL}
+	if err := q.SetAttrSelection([]string{"Name", "Size", "Updated"}); err != nil {
+		return err
+	}
+	strip := len(s.cfg.Prefix)
+	if strip > 0 {
+		strip++
+	}
+	it := s.bucket.Objects(ctx, q)
+	for {
+		a, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("gcs: list %q: %w", prefix, s.classify(ctx, err, true))
+		}
+		if len(a.Name) <= strip || strings.HasSuffix(a.Name, "/") {
+			continue
+		}
+		if err := fn(storage.Info{Key: a.Name[strip:], Size: a.Size, ModTime: a.Updated}); err != nil {
+			return err
+		}
+	}
+}
+
+// Delete implements storage.Store.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := storage.CheckKey(key); err != nil {
+		return fmt.Errorf("gcs: delete: %w", err)
+	}
+	if err := s.bucket.Object(s.name(key)).Delete(ctx); err != nil {
+		return fmt.Errorf("gcs: delete %s: %w", key, s.classify(ctx, err, false))
+	}
+	return nil
+}
+
+// classify is the one place SDK errors become storage sentinels. A 404 on an object request is
+// only reported as ErrNotExist once the bucket is known to exist: with JSON reads the SDK
+// reports a missing bucket as a missing object, and "not found" must never stand in for "could
+// not read the archive". write is true for requests where a 404 can only mean the bucket.
+func (s *Store) classify(ctx context.Context, err error, write bool) error {
+	var sentinel error
+	var gerr *googleapi.Error
+	switch {
+	case errors.Is(err, gs.ErrBucketNotExist):
+		sentinel = storage.ErrNoContainer
+	case errors.Is(err, gs.ErrObjectNotExist):
+		sentinel = s.notFound(ctx)
+	case errors.As(err, &gerr):
+		switch gerr.Code {
+		case http.StatusNotFound:
+			if write {
+				sentinel = storage.ErrNoContainer
+			} else {
+				sentinel = s.notFound(ctx)
+			}
+		case http.StatusPreconditionFailed, http.StatusConflict:
+			sentinel = storage.ErrExist
+		case http.StatusUnauthorized, http.StatusForbidden:
+			sentinel = storage.ErrPermission
+		case http.StatusBadRequest:
+			if m := strings.ToLower(gerr.Message); strings.Contains(m, "crc32c") || strings.Contains(m, "md5") {
+				sentinel = storage.ErrIntegrity
+			}
+		}
+	}
+	if sentinel == nil && strings.Contains(err.Error(), "could not find default credentials") {
+		sentinel = storage.ErrCredentials
+	}
+	if sentinel == nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", sentinel, err)
+}
+
+// notFound confirms a 404 is about the object, asking for the bucket once per Store.
+func (s *Store) notFound(ctx context.Context) error {
+	if s.bucketExists.Load() {
+		return storage.ErrNotExist
+	}
+	_, err := s.bucket.Attrs(ctx)
+	switch {
+	case err == nil:
+		s.bucketExists.Store(true)
+		return storage.ErrNotExist
+	case errors.Is(err, gs.ErrBucketNotExist):
+		return fmt.Errorf("%w: bucket %s", storage.ErrNoContainer, s.cfg.Bucket)
+	}
+	return fmt.Errorf("object not found, and the bucket could not be checked: %w", err)
+}
+
+func lower(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
