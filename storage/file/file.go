@@ -61,8 +61,7 @@ func (s *Store) path(op, key string) (string, error) {
 		}
 	}
 	if fi, err := os.Stat(s.root); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("file: %s %s: %w: %s is missing or not a directory (create it, or fix the storage URL)",
-			op, key, storage.ErrNoContainer, s.root)
+		return "", fmt.Errorf("file: %s %s: %w: %s is missing or not a directory", op, key, storage.ErrNoContainer, s.root)
 	}
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
 }

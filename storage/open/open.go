@@ -1,0 +1,171 @@
+// Package open turns a storage URL into a ready Store wrapped in the retry decorator. It sits one
+// floor above the backends, which import package storage and so cannot be imported by it.
+package open
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/walship/walship/storage"
+	"github.com/walship/walship/storage/azure"
+	"github.com/walship/walship/storage/file"
+	"github.com/walship/walship/storage/gcs"
+	"github.com/walship/walship/storage/s3"
+)
+
+// Options carry what the command line knows: the environment and the logger.
+type Options struct {
+	// Getenv reads the environment; nil reads nothing (the SDKs still read theirs).
+	Getenv func(string) string
+	Logger *slog.Logger
+	Retry  storage.RetryPolicy
+}
+
+// Schemes lists the accepted URL forms, for help texts.
+const Schemes = "file:///abs/path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix"
+
+// Open parses rawURL, builds the backend without network I/O, and wraps it in storage.Retry.
+func Open(ctx context.Context, rawURL string, o Options) (storage.Store, error) {
+	s, err := backend(ctx, rawURL, o)
+	if err != nil {
+		return nil, err
+	}
+	p := o.Retry
+	if p.Logger == nil {
+		p.Logger = o.Logger
+	}
+	return storage.Retry(s, p), nil
+}
+
+// query returns the URL's query options after checking that each is known: a misspelt option
+// must not be silently ignored.
+func query(u *url.URL, known ...string) (url.Values, error) {
+	q := u.Query()
+	var unknown []string
+	for k := range q {
+		found := false
+		for _, kn := range known {
+			found = found || k == kn
+		}
+		if !found {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("storage URL %s: unknown option %q (known for %s://: %s)",
+			redact(u), unknown[0], u.Scheme, strings.Join(known, ", "))
+	}
+	return q, nil
+}
+
+func backend(ctx context.Context, rawURL string, o Options) (storage.Store, error) {
+	getenv := o.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	if rawURL == "" {
+		return nil, fmt.Errorf("no storage given: set --storage or WALSHIP_STORAGE to %s", Schemes)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme == "" {
+		if filepath.IsAbs(rawURL) {
+			return nil, fmt.Errorf("storage %q: write it as file://%s", rawURL, rawURL)
+		}
+		return nil, fmt.Errorf("storage URL %q is not a URL: use %s", rawURL, Schemes)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("storage URL %s: credentials in the URL are not accepted; use the backend's environment variables", redact(u))
+	}
+	prefix := strings.Trim(u.Path, "/")
+	switch u.Scheme {
+	case "file":
+		if _, err := query(u); err != nil {
+			return nil, err
+		}
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("storage URL %s: a file URL needs an absolute path, file:///path (three slashes)", rawURL)
+		}
+		if u.Path == "" || !filepath.IsAbs(u.Path) {
+			return nil, fmt.Errorf("storage URL %s: a file URL needs an absolute path, file:///path", rawURL)
+		}
+		return file.New(u.Path)
+	case "s3":
+		q, err := query(u, "endpoint", "region", "force_path_style", "sse", "sse_kms_key_id", "storage_class")
+		if err != nil {
+			return nil, err
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("storage URL %s: no bucket (s3://BUCKET/prefix)", rawURL)
+		}
+		c := s3.Config{
+			Bucket: u.Host, Prefix: prefix, Region: q.Get("region"), Endpoint: q.Get("endpoint"),
+			SSE: q.Get("sse"), SSEKMSKeyID: q.Get("sse_kms_key_id"), StorageClass: q.Get("storage_class"),
+		}
+		// S3-compatible servers are addressed by path; AWS itself by virtual host.
+		c.PathStyle = c.Endpoint != "" || getenv("AWS_ENDPOINT_URL_S3") != "" || getenv("AWS_ENDPOINT_URL") != ""
+		if v := q.Get("force_path_style"); v != "" {
+			if c.PathStyle, err = strconv.ParseBool(v); err != nil {
+				return nil, fmt.Errorf("storage URL %s: force_path_style=%q is not true or false", rawURL, v)
+			}
+		}
+		switch c.SSE {
+		case "", "AES256", "aws:kms", "aws:kms:dsse":
+		default:
+			return nil, fmt.Errorf("storage URL %s: sse=%q: use AES256, aws:kms or aws:kms:dsse", rawURL, c.SSE)
+		}
+		if c.Endpoint != "" {
+			if eu, err := url.Parse(c.Endpoint); err != nil || (eu.Scheme != "http" && eu.Scheme != "https") || eu.Host == "" {
+				return nil, fmt.Errorf("storage URL %s: endpoint=%q must be an http:// or https:// URL", rawURL, c.Endpoint)
+			}
+		}
+		return s3.New(ctx, c)
+	case "gs":
+		q, err := query(u, "endpoint")
+		if err != nil {
+			return nil, err
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("storage URL %s: no bucket (gs://BUCKET/prefix)", rawURL)
+		}
+		return gcs.New(ctx, gcs.Config{Bucket: u.Host, Prefix: prefix, Endpoint: q.Get("endpoint")})
+	case "azblob", "azure":
+		q, err := query(u, "endpoint", "account")
+		if err != nil {
+			return nil, err
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("storage URL %s: no container (azblob://CONTAINER/prefix)", rawURL)
+		}
+		c := azure.Config{
+			Container: u.Host, Prefix: prefix, Endpoint: q.Get("endpoint"),
+			ConnectionString: getenv("AZURE_STORAGE_CONNECTION_STRING"),
+			Account:          q.Get("account"),
+		}
+		if c.Account == "" {
+			c.Account = getenv("AZURE_STORAGE_ACCOUNT")
+		}
+		if c.ConnectionString == "" {
+			c.Key = getenv("AZURE_STORAGE_KEY")
+		}
+		if c.ConnectionString == "" && c.Account == "" {
+			return nil, fmt.Errorf("storage URL %s: no Azure account: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY or an Azure identity), or ?account=", rawURL)
+		}
+		return azure.New(ctx, c)
+	}
+	return nil, fmt.Errorf("storage URL %s: unknown scheme %q: use %s", redact(u), u.Scheme, Schemes)
+}
+
+// redact drops anything secret-looking from a URL before it reaches an error message.
+func redact(u *url.URL) string {
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	return c.String()
+}
