@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func runArgs(env map[string]string, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb, func(k string) string { return env[k] })
+	return code, out.String(), errb.String()
+}
+
+func TestCLIUsage(t *testing.T) {
+	cases := []struct {
+		args    []string
+		code    int
+		stdout  string
+		stderr  string
+		oneLine bool
+	}{
+		{[]string{"--help"}, 0, "Usage: walship COMMAND", "", false},
+		{[]string{"help", "wal-push"}, 0, "Usage: walship wal-push", "", false},
+		{[]string{"wal-fetch", "--help"}, 0, "Exit 0 restored", "", false},
+		{[]string{"version"}, 0, "walship ", "", false},
+		{[]string{"--version"}, 0, "walship ", "", false},
+		{nil, 2, "", "Usage: walship COMMAND", false},
+		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`, true},
+		{[]string{"help", "frobnicate"}, 2, "", `unknown command "frobnicate"`, true},
+		{[]string{"check", "--bogus"}, 2, "", "flag provided but not defined: -bogus", true},
+		{[]string{"check"}, 2, "", "no storage given: set --storage or WALSHIP_STORAGE", true},
+		{[]string{"check", "--log-level", "loud", "--storage", "file:///tmp"}, 2, "", "--log-level", true},
+		{[]string{"wal-push"}, 2, "", "want 1 argument(s), got 0", true},
+		{[]string{"wal-push", "--parallel", "0", "--storage", "file:///tmp", "x"}, 2, "", "--parallel 0", true},
+		{[]string{"wal-push", "--compression", "brotli", "--storage", "file:///tmp", "x"}, 2, "", "unknown compression", true},
+		{[]string{"wal-push", "--storage", "ftp://x", "pg_wal/000000010000000000000001"}, 2, "", `unknown scheme "ftp"`, true},
+		// restore_command: anything but "not found" must not exit 1-125.
+		{[]string{"wal-fetch", "x"}, 200, "", "want 2 argument(s)", true},
+		{[]string{"wal-fetch", "--nope", "a", "b"}, 200, "", "flag provided but not defined", true},
+		{[]string{"wal-fetch", "000000010000000000000001", "pg_wal/RECOVERYXLOG"}, 200, "", "no storage given", true},
+	}
+	for _, c := range cases {
+		code, out, errs := runArgs(nil, c.args...)
+		if code != c.code || !strings.Contains(out, c.stdout) || !strings.Contains(errs, c.stderr) {
+			t.Errorf("walship %q: exit %d, stdout %q, stderr %q; want exit %d, stdout ~%q, stderr ~%q",
+				c.args, code, out, errs, c.code, c.stdout, c.stderr)
+		}
+		if c.oneLine && strings.Count(strings.TrimRight(errs, "\n"), "\n") != 0 {
+			t.Errorf("walship %q: error is not one line: %q", c.args, errs)
+		}
+	}
+}
+
+func TestCLICheckAndRoundTrip(t *testing.T) {
+	archive := t.TempDir()
+	env := map[string]string{"WALSHIP_STORAGE": "file://" + archive}
+	if code, out, errs := runArgs(env, "check"); code != 0 || !strings.Contains(out, "OK") {
+		t.Fatalf("check: %d %q %q", code, out, errs)
+	}
+	data := t.TempDir()
+	wal := filepath.Join(data, "pg_wal")
+	os.MkdirAll(wal, 0o700)
+	os.WriteFile(filepath.Join(wal, "00000002.history"), []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
+	if code, _, errs := runArgs(env, "wal-push", filepath.Join(wal, "00000002.history")); code != 0 {
+		t.Fatalf("wal-push history: %d %s", code, errs)
+	}
+	dest := filepath.Join(wal, "RECOVERYHISTORY")
+	if code, _, errs := runArgs(env, "wal-fetch", "00000002.history", dest); code != 0 {
+		t.Fatalf("wal-fetch history: %d %s", code, errs)
+	}
+	if b, _ := os.ReadFile(dest); !strings.Contains(string(b), "0/3000000") {
+		t.Fatalf("restored history: %q", b)
+	}
+	if code, _, _ := runArgs(env, "wal-fetch", "00000003.history", dest); code != 1 {
+		t.Fatalf("absent history: exit %d, want 1", code)
+	}
+	// An archive directory that disappeared (an unmounted volume) is not "not found".
+	gone := map[string]string{"WALSHIP_STORAGE": "file://" + filepath.Join(archive, "unmounted")}
+	if code, _, errs := runArgs(gone, "wal-fetch", "--retry-for", "1s", "00000003.history", dest); code != 200 {
+		t.Fatalf("missing archive directory: exit %d (%s), want 200", code, errs)
+	}
+	os.WriteFile(filepath.Join(data, "standby.signal"), nil, 0o600)
+	if code, _, _ := runArgs(gone, "wal-fetch", "--retry-for", "1s", "00000003.history", dest); code != 1 {
+		t.Fatalf("missing archive directory in standby mode: exit %d, want 1", code)
+	}
+}
