@@ -121,10 +121,12 @@ func restoreConf(extra ...string) []string {
 	}, extra...)
 }
 
-// switchAndWait forces a segment switch and waits until PostgreSQL reports it archived.
+// switchAndWait writes a WAL record, forces a segment switch, and waits until PostgreSQL reports
+// the record's segment archived. The record matters: switching an empty segment is a no-op, and
+// the test would wait for a segment that is never completed.
 func switchAndWait(t *testing.T, pg *testenv.Postgres) string {
 	t.Helper()
-	name := pg.Psql(t, "select pg_walfile_name(pg_current_wal_lsn())")
+	name := pg.Psql(t, "select pg_walfile_name(pg_logical_emit_message(false, 'walship-test', 'switch'))")
 	pg.Psql(t, "select pg_switch_wal()")
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {

@@ -298,3 +298,25 @@ func TestRecoveryStopsWhenStorageDown(t *testing.T) {
 		t.Fatalf("recovery did not stop with a FATAL error:\n%s", tail(r.Log(), 20))
 	}
 }
+
+// TestSmallSegments: a cluster with 1 MiB WAL segments archives and restores; nothing assumes
+// 16 MiB.
+func TestSmallSegments(t *testing.T) {
+	tg := fileTarget(t)
+	pg := testenv.StartPostgres(t, testenv.PostgresOptions{Conf: archiveConf(tg), Env: tg.env, InitArgs: []string{"--wal-segsize=1"}})
+	if got := pg.Psql(t, "show wal_segment_size"); got != "1MB" {
+		t.Fatalf("wal_segment_size %s", got)
+	}
+	backup := testenv.PostgresOwnedDir(t)
+	pg.RunAs(t, "pg_basebackup", "-D", backup, "--wal-method=none", "--checkpoint=fast", "--no-sync")
+	pg.Psql(t, "create table t as select g, md5(g::text) m from generate_series(1, 20000) g")
+	switchAndWait(t, pg)
+	if n := verifyArchived(t, tg, pg); n < 2 {
+		t.Fatalf("only %d segments verified", n)
+	}
+	restored := restoreFrom(t, tg, backup, "recovery_target_action = 'promote'")
+	waitPromoted(t, restored)
+	if got := restored.Psql(t, "select count(*) from t"); got != "20000" {
+		t.Fatalf("restored %s rows, want 20000", got)
+	}
+}
