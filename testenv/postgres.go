@@ -35,12 +35,17 @@ type Postgres struct {
 }
 
 // osUser wraps a command so it runs as the named OS user when the tests run as root (PostgreSQL
-// and MariaDB refuse to run as root); otherwise as the current user.
+// and MariaDB refuse to run as root); otherwise as the current user. It starts in "/", since the
+// test's own directory may be one that user cannot enter (a 0700 checkout).
 func osUser(name string, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
 	if os.Geteuid() == 0 {
-		return exec.Command("runuser", append([]string{"-u", name, "--"}, args...)...)
+		cmd = exec.Command("runuser", append([]string{"-u", name, "--"}, args...)...)
+	} else {
+		cmd = exec.Command(args[0], args[1:]...)
 	}
-	return exec.Command(args[0], args[1:]...)
+	cmd.Dir = "/"
+	return cmd
 }
 
 func lookupIDs(t testing.TB, name string) (int, int) {
@@ -187,9 +192,11 @@ func (p *Postgres) Psql(t testing.TB, sql string) string {
 func (p *Postgres) psql(sql string) (string, error) {
 	cmd := osUser("postgres", filepath.Join(PGBinDir, "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1",
 		"-h", p.SocketDir, "-p", strconv.Itoa(p.Port), "-U", "postgres", "-d", "postgres", "-c", sql)
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("%v: %s", err, out)
+		return "", fmt.Errorf("%v: %s", err, stderr.String())
 	}
 	return strings.TrimSpace(string(out)), nil
 }

@@ -1,0 +1,349 @@
+// Package bench measures walship against the physical limits of this machine on a real corpus:
+// a pgbench cluster's base backup and the 64 WAL segments written after it. Run with
+//
+//	go test -run x -bench . -benchtime 3x -timeout 60m ./bench/
+//
+// Each archive and fetch benchmark calls the walship binary once per segment, as PostgreSQL does.
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/testenv"
+	"github.com/walship/walship/walfile"
+)
+
+const corpusSegments = 64
+
+var walship string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "walship-bench-bin-")
+	if err != nil {
+		panic(err)
+	}
+	os.Chmod(dir, 0o755)
+	walship = filepath.Join(dir, "walship")
+	if out, err := exec.Command("go", "build", "-o", walship, "../cmd/walship").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// corpus is a base backup and the segments written after it, kept in the cache between runs.
+type corpus struct {
+	dir      string // postgres-owned
+	backup   string
+	segments []string // paths, oldest first
+	bytes    int64
+}
+
+// loadCorpus builds the corpus once: pgbench -i -s 20, a base backup, then pgbench until 64 full
+// segments have been archived (by plain cp) after it.
+func loadCorpus(b *testing.B) corpus {
+	b.Helper()
+	dir := filepath.Join(testenv.CacheDir(), "corpus-v1")
+	c := corpus{dir: dir, backup: filepath.Join(dir, "backup")}
+	if _, err := os.Stat(filepath.Join(dir, "complete")); err != nil {
+		build(b, dir)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "wal", "0000000100000000000000??"))
+	sort.Strings(names)
+	if len(names) < corpusSegments {
+		b.Fatalf("corpus has %d segments, want %d: remove %s and rerun", len(names), corpusSegments, dir)
+	}
+	c.segments = names[len(names)-corpusSegments:]
+	for _, s := range c.segments {
+		fi, _ := os.Stat(s)
+		c.bytes += fi.Size()
+	}
+	return c
+}
+
+func build(b *testing.B, dir string) {
+	b.Logf("building the corpus in %s (once)", dir)
+	os.RemoveAll(dir)
+	os.MkdirAll(filepath.Join(dir, "wal"), 0o755)
+	runAs(b, "chown", "-R", "postgres", dir)
+	wal := filepath.Join(dir, "wal")
+	pg := testenv.StartPostgres(b, testenv.PostgresOptions{Conf: []string{
+		"archive_mode = on", fmt.Sprintf("archive_command = 'cp %%p %s/%%f'", wal),
+		"wal_level = replica", "max_wal_size = 4GB", "checkpoint_timeout = 30min", "shared_buffers = 256MB",
+	}})
+	pg.RunAs(b, "pgbench", "-i", "-q", "-s", "20", "postgres")
+	pg.RunAs(b, "pg_basebackup", "-D", filepath.Join(dir, "backup"), "--wal-method=none", "--checkpoint=fast")
+	start := pg.Psql(b, "select pg_walfile_name(pg_current_wal_lsn())")
+	for {
+		pg.RunAs(b, "pgbench", "-n", "-c", "2", "-j", "2", "-T", "10", "postgres")
+		cur := pg.Psql(b, "select pg_walfile_name(pg_current_wal_lsn())")
+		if segDistance(start, cur) > corpusSegments+2 {
+			break
+		}
+	}
+	pg.Psql(b, "select pg_switch_wal()")
+	pg.WaitFor(b, "select last_archived_wal >= pg_walfile_name(pg_current_wal_lsn() - 1) from pg_stat_archiver", "t", 5*time.Minute)
+	pg.Stop(b)
+	os.WriteFile(filepath.Join(dir, "complete"), nil, 0o644)
+}
+
+func segDistance(a, b string) int {
+	_, x, _ := walfile.ParseSegment(a, 16<<20)
+	_, y, _ := walfile.ParseSegment(b, 16<<20)
+	return int(y - x)
+}
+
+func runAs(b *testing.B, args ...string) {
+	b.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		b.Fatalf("%v: %v\n%s", args, err, out)
+	}
+}
+
+// calls runs one command per segment, in order, and returns wall time and the CPU time of the
+// processes (user + system).
+func calls(b *testing.B, env []string, dir string, argv func(seg string) []string, segs []string) (time.Duration, time.Duration) {
+	b.Helper()
+	var cpu time.Duration
+	start := time.Now()
+	for _, s := range segs {
+		a := argv(s)
+		cmd := exec.Command(a[0], a[1:]...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %v\n%s", a, err, out)
+		}
+		u := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		cpu += time.Duration(u.Utime.Nano() + u.Stime.Nano())
+	}
+	return time.Since(start), cpu
+}
+
+func report(b *testing.B, c corpus, wall, cpu time.Duration) {
+	n := float64(len(c.segments))
+	b.ReportMetric(n/wall.Seconds(), "seg/s")
+	b.ReportMetric(float64(c.bytes)/1e6/wall.Seconds(), "MB/s")
+	b.ReportMetric(cpu.Seconds()*1000/n, "cpu-ms/seg")
+	b.ReportMetric(0, "ns/op")
+}
+
+// pgWAL lays the corpus out as DATADIR/pg_wal (hard links) with archive_status .ready files, as
+// PostgreSQL leaves a backlog.
+func pgWAL(b *testing.B, c corpus, ready bool) string {
+	data := b.TempDir()
+	wal := filepath.Join(data, "pg_wal")
+	os.MkdirAll(filepath.Join(wal, "archive_status"), 0o755)
+	for _, s := range c.segments {
+		if err := os.Link(s, filepath.Join(wal, filepath.Base(s))); err != nil {
+			b.Fatal(err)
+		}
+		if ready {
+			os.WriteFile(filepath.Join(wal, "archive_status", filepath.Base(s)+".ready"), nil, 0o644)
+		}
+	}
+	return data
+}
+
+type target struct {
+	name string
+	url  func(b *testing.B, i int) string
+	env  []string
+	size func(b *testing.B, url string) int64
+}
+
+func fileTarget(b *testing.B) target {
+	root := b.TempDir()
+	return target{name: "file", url: func(b *testing.B, i int) string {
+		d := filepath.Join(root, fmt.Sprint(i))
+		os.MkdirAll(d, 0o755)
+		return "file://" + d
+	}, size: func(b *testing.B, url string) int64 { return duBytes(strings.TrimPrefix(url, "file://")) }}
+}
+
+func minioTarget(b *testing.B) target {
+	srv := testenv.MinIO(b)
+	bucket := srv.NewBucket(b)
+	return target{name: "minio", url: func(b *testing.B, i int) string {
+		return fmt.Sprintf("s3://%s/run%d?endpoint=%s", bucket, i, srv.Endpoint)
+	}, env: []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey,
+		"AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"}}
+}
+
+func duBytes(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// BenchmarkArchive pushes the 64 segments with one wal-push call each. "serial" has no backlog
+// (each call pushes its own segment); "backlog" has all 64 marked ready, so a call pushes up to
+// --parallel files and later calls are answered from markers.
+func BenchmarkArchive(b *testing.B) {
+	c := loadCorpus(b)
+	for _, mk := range []func(*testing.B) target{fileTarget, minioTarget} {
+		tg := mk(b)
+		for _, mode := range []string{"serial", "backlog"} {
+			b.Run(tg.name+"/"+mode, func(b *testing.B) {
+				var wall, cpu time.Duration
+				var stored int64
+				for i := 0; i < b.N; i++ {
+					data := pgWAL(b, c, mode == "backlog")
+					url := tg.url(b, i)
+					w, u := calls(b, tg.env, data, func(s string) []string {
+						return []string{walship, "wal-push", "--storage", url, "pg_wal/" + filepath.Base(s)}
+					}, c.segments)
+					wall += w
+					cpu += u
+					if tg.size != nil {
+						stored = tg.size(b, url)
+					}
+				}
+				report(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
+				if stored > 0 {
+					b.ReportMetric(float64(c.bytes)/float64(stored), "ratio")
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkCopyFsync is the limit for a local archive: cp and fsync of each segment, one process
+// pair per segment.
+func BenchmarkCopyFsync(b *testing.B) {
+	c := loadCorpus(b)
+	var wall, cpu time.Duration
+	for i := 0; i < b.N; i++ {
+		dst := b.TempDir()
+		w, u := calls(b, nil, "/", func(s string) []string {
+			return []string{"sh", "-c", fmt.Sprintf("cp %s %s/ && sync %s/%s", s, dst, dst, filepath.Base(s))}
+		}, c.segments)
+		wall += w
+		cpu += u
+	}
+	report(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
+}
+
+// BenchmarkFetch restores the 64 segments with one wal-fetch call each (prefetch on, as
+// configured by default), from MinIO and from a file archive, against cp from a directory.
+func BenchmarkFetch(b *testing.B) {
+	c := loadCorpus(b)
+	for _, mk := range []func(*testing.B) target{fileTarget, minioTarget} {
+		tg := mk(b)
+		url := tg.url(b, 999)
+		data := pgWAL(b, c, true)
+		calls(b, tg.env, data, func(s string) []string {
+			return []string{walship, "wal-push", "--storage", url, "pg_wal/" + filepath.Base(s)}
+		}, c.segments)
+		b.Run(tg.name, func(b *testing.B) {
+			var wall, cpu time.Duration
+			for i := 0; i < b.N; i++ {
+				dst := b.TempDir()
+				os.MkdirAll(filepath.Join(dst, "pg_wal"), 0o755)
+				w, u := calls(b, tg.env, dst, func(s string) []string {
+					return []string{walship, "wal-fetch", "--storage", url, filepath.Base(s), "pg_wal/RECOVERYXLOG"}
+				}, c.segments)
+				wall += w
+				cpu += u
+			}
+			report(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
+		})
+	}
+	b.Run("cp", func(b *testing.B) {
+		var wall, cpu time.Duration
+		for i := 0; i < b.N; i++ {
+			dst := b.TempDir()
+			w, u := calls(b, nil, dst, func(s string) []string { return []string{"cp", s, dst + "/RECOVERYXLOG"} }, c.segments)
+			wall += w
+			cpu += u
+		}
+		report(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
+	})
+}
+
+// BenchmarkRecovery times a copy of the base backup replaying the 64 segments to the end of the
+// archive and promoting, with walship from MinIO against cp from a local directory.
+func BenchmarkRecovery(b *testing.B) {
+	c := loadCorpus(b)
+	tg := minioTarget(b)
+	url := tg.url(b, 998)
+	data := pgWAL(b, c, true)
+	calls(b, tg.env, data, func(s string) []string {
+		return []string{walship, "wal-push", "--storage", url, "pg_wal/" + filepath.Base(s)}
+	}, c.segments)
+	commands := map[string]string{
+		"walship-minio": fmt.Sprintf("%s wal-fetch --storage '%s' %%f %%p", walship, url),
+		"cp":            fmt.Sprintf("cp %s/wal/%%f %%p", c.dir),
+	}
+	for _, name := range []string{"cp", "walship-minio"} {
+		b.Run(name, func(b *testing.B) {
+			var total time.Duration
+			for i := 0; i < b.N; i++ {
+				dir := testenv.PostgresOwnedDir(b)
+				testenv.CopyDataDir(b, c.backup, dir)
+				os.WriteFile(filepath.Join(dir, "recovery.signal"), nil, 0o600)
+				testenv.ChownPostgres(b, filepath.Join(dir, "recovery.signal"))
+				pg := testenv.NewPostgresFromDataDir(b, dir, testenv.PostgresOptions{Env: tg.env, Conf: []string{
+					"archive_mode = off", "restore_command = '" + commands[name] + "'",
+					"recovery_target_action = 'promote'", "shared_buffers = 256MB"}})
+				start := time.Now()
+				pg.StartNoWait(b)
+				pg.WaitFor(b, "select pg_is_in_recovery()", "f", 20*time.Minute)
+				total += time.Since(start)
+				pg.Stop(b)
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "s/recovery")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkPgbenchBacklog runs pgbench at full speed for 60 s on a primary archiving through
+// walship to MinIO and samples archive_status each second: the backlog must not grow.
+func BenchmarkPgbenchBacklog(b *testing.B) {
+	tg := minioTarget(b)
+	url := tg.url(b, 997)
+	pg := testenv.StartPostgres(b, testenv.PostgresOptions{Env: append(tg.env, "WALSHIP_STORAGE="+url), Conf: []string{
+		"archive_mode = on", fmt.Sprintf("archive_command = '%s wal-push %%p'", walship),
+		"wal_level = replica", "max_wal_size = 4GB", "shared_buffers = 256MB", "synchronous_commit = off"}})
+	pg.RunAs(b, "pgbench", "-i", "-q", "-s", "20", "postgres")
+	startLSN := pg.Psql(b, "select pg_current_wal_lsn()")
+	done := make(chan struct{})
+	var samples []int
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for range 62 {
+			<-t.C
+			m, _ := filepath.Glob(filepath.Join(pg.DataDir, "pg_wal", "archive_status", "*.ready"))
+			samples = append(samples, len(m))
+		}
+	}()
+	pg.RunAs(b, "pgbench", "-n", "-c", "4", "-j", "2", "-T", "60", "postgres")
+	<-done
+	mb := pg.Psql(b, fmt.Sprintf("select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '%s') / 1048576)", startLSN))
+	maxReady := 0
+	for _, s := range samples {
+		maxReady = max(maxReady, s)
+	}
+	b.Logf("pgbench 60 s: %s MiB of WAL; .ready backlog per second: %v", mb, samples)
+	b.ReportMetric(float64(maxReady), "max-ready")
+	b.ReportMetric(float64(samples[len(samples)-1]), "final-ready")
+	b.ReportMetric(0, "ns/op")
+}
