@@ -53,7 +53,11 @@ type corpus struct {
 // segments have been archived (by plain cp) after it.
 func loadCorpus(b *testing.B) corpus {
 	b.Helper()
-	dir := filepath.Join(testenv.CacheDir(), "corpus-v1")
+	// Not under $HOME: the postgres user writes the corpus and must be able to reach it.
+	dir := os.Getenv("WALSHIP_BENCH_CORPUS")
+	if dir == "" {
+		dir = "/var/tmp/walship-bench-corpus-v1"
+	}
 	c := corpus{dir: dir, backup: filepath.Join(dir, "backup")}
 	if _, err := os.Stat(filepath.Join(dir, "complete")); err != nil {
 		build(b, dir)

@@ -237,3 +237,32 @@ func TestRetryKeepsCapabilities(t *testing.T) {
 		t.Fatalf("create through Retry: got %v, want ErrExist", err)
 	}
 }
+
+func TestPrefix(t *testing.T) {
+	for _, c := range []struct {
+		raw, key, name, url string
+	}{
+		{"", "pg/wal/x", "pg/wal/x", "s3://b"},
+		{"/a/b/", "pg/wal/x", "a/b/pg/wal/x", "s3://b/a/b"},
+	} {
+		p := storage.NewPrefix(c.raw)
+		if got := p.Name(c.key); got != c.name {
+			t.Errorf("%q.Name(%q) = %q, want %q", c.raw, c.key, got, c.name)
+		}
+		if got, ok := p.Key(c.name); !ok || got != c.key {
+			t.Errorf("%q.Key(%q) = %q, %v", c.raw, c.name, got, ok)
+		}
+		if got := p.URL("s3", "b"); got != c.url {
+			t.Errorf("URL = %q, want %q", got, c.url)
+		}
+	}
+	p := storage.NewPrefix("a")
+	for _, name := range []string{"ab/x", "a/", "other", "a/dir/"} {
+		if k, ok := p.Key(name); ok {
+			t.Errorf("Key(%q) = %q, want not ok", name, k)
+		}
+	}
+	if got := p.ListName(""); got != "a/" {
+		t.Errorf("ListName(\"\") = %q, want a/", got)
+	}
+}

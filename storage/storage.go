@@ -170,3 +170,66 @@ func CheckKey(key string) error {
 	}
 	return nil
 }
+
+// Prefix is the part of a storage URL's path below the bucket; backends use it to turn keys into
+// object names and back, so every backend lays an archive out the same way.
+type Prefix string
+
+// NewPrefix trims slashes from a URL path.
+func NewPrefix(p string) Prefix { return Prefix(strings.Trim(p, "/")) }
+
+// Name is the object name of key.
+func (p Prefix) Name(key string) string {
+	if p == "" {
+		return key
+	}
+	return string(p) + "/" + key
+}
+
+// ListName is the object-name prefix that lists keys starting with keyPrefix.
+func (p Prefix) ListName(keyPrefix string) string {
+	if p == "" {
+		return keyPrefix
+	}
+	return string(p) + "/" + keyPrefix
+}
+
+// Key is the inverse of Name; ok is false for names outside the prefix and "directory" markers.
+func (p Prefix) Key(name string) (key string, ok bool) {
+	if p != "" {
+		rest, found := strings.CutPrefix(name, string(p)+"/")
+		if !found {
+			return "", false
+		}
+		name = rest
+	}
+	return name, name != "" && !strings.HasSuffix(name, "/")
+}
+
+// URL renders scheme://bucket/prefix for logs and errors.
+func (p Prefix) URL(scheme, bucket string) string {
+	if p == "" {
+		return scheme + "://" + bucket
+	}
+	return scheme + "://" + bucket + "/" + string(p)
+}
+
+// LowerKeys returns metadata with lowercase keys (services differ in the case they return).
+func LowerKeys(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
+// CheckPut validates the key and metadata of a Put or Create.
+func CheckPut(key string, meta map[string]string) error {
+	if err := CheckKey(key); err != nil {
+		return err
+	}
+	return CheckMetadata(meta)
+}

@@ -46,6 +46,7 @@ type Config struct {
 // Store is an Azure container (and blob name prefix).
 type Store struct {
 	cfg       Config
+	prefix    storage.Prefix
 	container *container.Client
 }
 
@@ -55,7 +56,6 @@ func New(ctx context.Context, c Config) (*Store, error) {
 	if c.Container == "" {
 		return nil, errors.New("azure: no container in the storage URL (azblob://CONTAINER/prefix)")
 	}
-	c.Prefix = strings.Trim(c.Prefix, "/")
 	if c.BlockThreshold == 0 {
 		c.BlockThreshold = 256 << 20
 	}
@@ -92,22 +92,12 @@ func New(ctx context.Context, c Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("azure: %w: %w", storage.ErrCredentials, err)
 	}
-	return &Store{cfg: c, container: client.ServiceClient().NewContainerClient(c.Container)}, nil
+	return &Store{cfg: c, prefix: storage.NewPrefix(c.Prefix), container: client.ServiceClient().NewContainerClient(c.Container)}, nil
 }
 
-func (s *Store) String() string {
-	if s.cfg.Prefix == "" {
-		return "azblob://" + s.cfg.Container
-	}
-	return "azblob://" + s.cfg.Container + "/" + s.cfg.Prefix
-}
+func (s *Store) String() string { return s.prefix.URL("azblob", s.cfg.Container) }
 
-func (s *Store) name(key string) string {
-	if s.cfg.Prefix == "" {
-		return key
-	}
-	return s.cfg.Prefix + "/" + key
-}
+func (s *Store) name(key string) string { return s.prefix.Name(key) }
 
 func (s *Store) blob(key string) *blockblob.Client {
 	return s.container.NewBlockBlobClient(s.name(key))
@@ -127,10 +117,7 @@ func (s *Store) Create(ctx context.Context, key string, body io.ReadSeeker, meta
 // are staged block by block (each with its MD5) and committed with the caller's conditions —
 // never through UploadBuffer/UploadFile, which drop them above 256 MiB (azblob v1.8.3).
 func (s *Store) put(ctx context.Context, op, key string, body io.ReadSeeker, meta map[string]string, create bool) error {
-	if err := storage.CheckKey(key); err != nil {
-		return fmt.Errorf("azure: %s: %w", op, err)
-	}
-	if err := storage.CheckMetadata(meta); err != nil {
+	if err := storage.CheckPut(key, meta); err != nil {
 		return fmt.Errorf("azure: %s %s: %w", op, key, err)
 	}
 	size, err := storage.Size(body)
@@ -258,14 +245,7 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.Info, error) {
 
 // List implements storage.Store.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) error) error {
-	full := s.name(prefix)
-	if prefix == "" && s.cfg.Prefix != "" {
-		full = s.cfg.Prefix + "/"
-	}
-	strip := len(s.cfg.Prefix)
-	if strip > 0 {
-		strip++
-	}
+	full := s.prefix.ListName(prefix)
 	pager := s.container.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: &full})
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
@@ -273,11 +253,11 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) e
 			return fmt.Errorf("azure: list %q: %w", prefix, s.classify(err))
 		}
 		for _, b := range page.Segment.BlobItems {
-			name := deref(b.Name)
-			if len(name) <= strip {
+			k, ok := s.prefix.Key(deref(b.Name))
+			if !ok {
 				continue
 			}
-			info := storage.Info{Key: name[strip:]}
+			info := storage.Info{Key: k}
 			if b.Properties != nil {
 				info.Size = deref(b.Properties.ContentLength)
 				info.ModTime = deref(b.Properties.LastModified)

@@ -41,6 +41,7 @@ type Config struct {
 // Store is a GCS bucket (and name prefix).
 type Store struct {
 	cfg          Config
+	prefix       storage.Prefix
 	client       *gs.Client
 	bucket       *gs.BucketHandle
 	bucketExists atomic.Bool
@@ -54,7 +55,6 @@ func New(ctx context.Context, c Config) (*Store, error) {
 	if c.Bucket == "" {
 		return nil, errors.New("gcs: no bucket in the storage URL (gs://BUCKET/prefix)")
 	}
-	c.Prefix = strings.Trim(c.Prefix, "/")
 	if c.ChunkSize == 0 {
 		c.ChunkSize = 16 << 20
 	}
@@ -78,22 +78,12 @@ func New(ctx context.Context, c Config) (*Store, error) {
 		return nil, fmt.Errorf("gcs: %w: %w", storage.ErrCredentials, err)
 	}
 	client.SetRetry(gs.WithPolicy(gs.RetryNever))
-	return &Store{cfg: c, client: client, bucket: client.Bucket(c.Bucket)}, nil
+	return &Store{cfg: c, prefix: storage.NewPrefix(c.Prefix), client: client, bucket: client.Bucket(c.Bucket)}, nil
 }
 
-func (s *Store) String() string {
-	if s.cfg.Prefix == "" {
-		return "gs://" + s.cfg.Bucket
-	}
-	return "gs://" + s.cfg.Bucket + "/" + s.cfg.Prefix
-}
+func (s *Store) String() string { return s.prefix.URL("gs", s.cfg.Bucket) }
 
-func (s *Store) name(key string) string {
-	if s.cfg.Prefix == "" {
-		return key
-	}
-	return s.cfg.Prefix + "/" + key
-}
+func (s *Store) name(key string) string { return s.prefix.Name(key) }
 
 // Put implements storage.Store.
 func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, meta map[string]string) error {
@@ -109,10 +99,7 @@ func (s *Store) Create(ctx context.Context, key string, body io.ReadSeeker, meta
 // compares the CRC32C the server computed after every upload: resumable uploads are not checked
 // by every server (fake-gcs-server ignores their hashes), so a mismatch deletes what was stored.
 func (s *Store) put(ctx context.Context, op, key string, body io.ReadSeeker, meta map[string]string, create bool) error {
-	if err := storage.CheckKey(key); err != nil {
-		return fmt.Errorf("gcs: %s: %w", op, err)
-	}
-	if err := storage.CheckMetadata(meta); err != nil {
+	if err := storage.CheckPut(key, meta); err != nil {
 		return fmt.Errorf("gcs: %s %s: %w", op, key, err)
 	}
 	crc, sum, err := checksums(body)
@@ -180,7 +167,7 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.Inf
 		return nil, storage.Info{}, fmt.Errorf("gcs: get %s: %w", key, s.classify(ctx, err, false))
 	}
 	s.bucketExists.Store(true)
-	return r, storage.Info{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: lower(a.Metadata)}, nil
+	return r, storage.Info{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: storage.LowerKeys(a.Metadata)}, nil
 }
 
 // GetRange implements storage.RangeGetter.
@@ -207,22 +194,15 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.Info, error) {
 	if err != nil {
 		return storage.Info{}, fmt.Errorf("gcs: stat %s: %w", key, s.classify(ctx, err, false))
 	}
-	return storage.Info{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: lower(a.Metadata)}, nil
+	return storage.Info{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: storage.LowerKeys(a.Metadata)}, nil
 }
 
 // List implements storage.Store.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) error) error {
-	full := s.name(prefix)
-	if prefix == "" && s.cfg.Prefix != "" {
-		full = s.cfg.Prefix + "/"
-	}
+	full := s.prefix.ListName(prefix)
 	q := &gs.Query{Prefix: full, Projection: gs.ProjectionNoACL}
 	if err := q.SetAttrSelection([]string{"Name", "Size", "Updated"}); err != nil {
 		return err
-	}
-	strip := len(s.cfg.Prefix)
-	if strip > 0 {
-		strip++
 	}
 	it := s.bucket.Objects(ctx, q)
 	for {
@@ -233,10 +213,11 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) e
 		if err != nil {
 			return fmt.Errorf("gcs: list %q: %w", prefix, s.classify(ctx, err, true))
 		}
-		if len(a.Name) <= strip || strings.HasSuffix(a.Name, "/") {
+		k, ok := s.prefix.Key(a.Name)
+		if !ok {
 			continue
 		}
-		if err := fn(storage.Info{Key: a.Name[strip:], Size: a.Size, ModTime: a.Updated}); err != nil {
+		if err := fn(storage.Info{Key: k, Size: a.Size, ModTime: a.Updated}); err != nil {
 			return err
 		}
 	}
@@ -306,15 +287,4 @@ func (s *Store) notFound(ctx context.Context) error {
 		return fmt.Errorf("%w: bucket %s", storage.ErrNoContainer, s.cfg.Bucket)
 	}
 	return fmt.Errorf("object not found, and the bucket could not be checked: %w", err)
-}
-
-func lower(m map[string]string) map[string]string {
-	if len(m) == 0 {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[strings.ToLower(k)] = v
-	}
-	return out
 }

@@ -51,6 +51,7 @@ type Config struct {
 // Store is an S3 bucket (and key prefix).
 type Store struct {
 	cfg    Config
+	prefix storage.Prefix
 	client *s3.Client
 }
 
@@ -63,7 +64,6 @@ func New(ctx context.Context, c Config) (*Store, error) {
 	if c.PartSize == 0 {
 		c.PartSize = DefaultPartSize
 	}
-	c.Prefix = strings.Trim(c.Prefix, "/")
 	opts := []func(*config.LoadOptions) error{}
 	if c.Region != "" {
 		opts = append(opts, config.WithRegion(c.Region))
@@ -90,22 +90,12 @@ func New(ctx context.Context, c Config) (*Store, error) {
 		o.Retryer = aws.NopRetryer{}
 		o.DisableLogOutputChecksumValidationSkipped = true
 	})
-	return &Store{cfg: c, client: client}, nil
+	return &Store{cfg: c, prefix: storage.NewPrefix(c.Prefix), client: client}, nil
 }
 
-func (s *Store) String() string {
-	if s.cfg.Prefix == "" {
-		return "s3://" + s.cfg.Bucket
-	}
-	return "s3://" + s.cfg.Bucket + "/" + s.cfg.Prefix
-}
+func (s *Store) String() string { return s.prefix.URL("s3", s.cfg.Bucket) }
 
-func (s *Store) name(key string) string {
-	if s.cfg.Prefix == "" {
-		return key
-	}
-	return s.cfg.Prefix + "/" + key
-}
+func (s *Store) name(key string) string { return s.prefix.Name(key) }
 
 // Put implements storage.Store.
 func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, meta map[string]string) error {
@@ -121,10 +111,7 @@ func (s *Store) Create(ctx context.Context, key string, body io.ReadSeeker, meta
 // put sends a CRC32C checksum with every request: the server recomputes it (and, over plain
 // HTTP, the signed payload hash) and rejects a body that changed on the way.
 func (s *Store) put(ctx context.Context, op, key string, body io.ReadSeeker, meta map[string]string, create bool) error {
-	if err := storage.CheckKey(key); err != nil {
-		return fmt.Errorf("s3: %s: %w", op, err)
-	}
-	if err := storage.CheckMetadata(meta); err != nil {
+	if err := storage.CheckPut(key, meta); err != nil {
 		return fmt.Errorf("s3: %s %s: %w", op, key, err)
 	}
 	size, err := storage.Size(body)
@@ -177,7 +164,7 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.Inf
 		return nil, storage.Info{}, fmt.Errorf("s3: get %s: %w", key, s.classify(err))
 	}
 	return out.Body, storage.Info{
-		Key: key, Size: aws.ToInt64(out.ContentLength), ModTime: aws.ToTime(out.LastModified), Metadata: lower(out.Metadata),
+		Key: key, Size: aws.ToInt64(out.ContentLength), ModTime: aws.ToTime(out.LastModified), Metadata: storage.LowerKeys(out.Metadata),
 	}, nil
 }
 
@@ -219,7 +206,7 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.Info, error) {
 		return storage.Info{}, fmt.Errorf("s3: stat %s: %w", key, err)
 	}
 	return storage.Info{
-		Key: key, Size: aws.ToInt64(out.ContentLength), ModTime: aws.ToTime(out.LastModified), Metadata: lower(out.Metadata),
+		Key: key, Size: aws.ToInt64(out.ContentLength), ModTime: aws.ToTime(out.LastModified), Metadata: storage.LowerKeys(out.Metadata),
 	}, nil
 }
 
@@ -237,26 +224,19 @@ func (s *Store) checkBucket(ctx context.Context) error {
 
 // List implements storage.Store.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) error) error {
-	full := s.name(prefix)
-	if prefix == "" && s.cfg.Prefix != "" {
-		full = s.cfg.Prefix + "/"
-	}
+	full := s.prefix.ListName(prefix)
 	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(full)})
-	strip := len(s.cfg.Prefix)
-	if strip > 0 {
-		strip++
-	}
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
 			return fmt.Errorf("s3: list %q: %w", prefix, s.classify(err))
 		}
 		for _, o := range page.Contents {
-			k := aws.ToString(o.Key)
-			if len(k) <= strip || strings.HasSuffix(k, "/") {
+			k, ok := s.prefix.Key(aws.ToString(o.Key))
+			if !ok {
 				continue
 			}
-			if err := fn(storage.Info{Key: k[strip:], Size: aws.ToInt64(o.Size), ModTime: aws.ToTime(o.LastModified)}); err != nil {
+			if err := fn(storage.Info{Key: k, Size: aws.ToInt64(o.Size), ModTime: aws.ToTime(o.LastModified)}); err != nil {
 				return err
 			}
 		}
@@ -325,15 +305,4 @@ func (s *Store) classify(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", sentinel, err)
-}
-
-func lower(m map[string]string) map[string]string {
-	if len(m) == 0 {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[strings.ToLower(k)] = v
-	}
-	return out
 }
