@@ -84,12 +84,13 @@ func build(b *testing.B, dir string) {
 	pg := testenv.StartPostgres(b, testenv.PostgresOptions{Conf: []string{
 		"archive_mode = on", fmt.Sprintf("archive_command = 'cp %%p %s/%%f'", wal),
 		"wal_level = replica", "max_wal_size = 4GB", "checkpoint_timeout = 30min", "shared_buffers = 256MB",
+		"synchronous_commit = off",
 	}})
 	pg.RunAs(b, "pgbench", "-i", "-q", "-s", "20", "postgres")
 	pg.RunAs(b, "pg_basebackup", "-D", filepath.Join(dir, "backup"), "--wal-method=none", "--checkpoint=fast")
 	start := pg.Psql(b, "select pg_walfile_name(pg_current_wal_lsn())")
 	for {
-		pg.RunAs(b, "pgbench", "-n", "-c", "2", "-j", "2", "-T", "10", "postgres")
+		pg.RunAs(b, "pgbench", "-n", "-c", "4", "-j", "2", "-T", "10", "postgres")
 		cur := pg.Psql(b, "select pg_walfile_name(pg_current_wal_lsn())")
 		if segDistance(start, cur) > corpusSegments+2 {
 			break
@@ -166,6 +167,11 @@ type target struct {
 	size func(b *testing.B, url string) int64
 }
 
+var runs int
+
+// runID gives every run its own archive prefix.
+func runID() int { runs++; return runs }
+
 func fileTarget(b *testing.B) target {
 	root := b.TempDir()
 	return target{name: "file", url: func(b *testing.B, i int) string {
@@ -208,7 +214,7 @@ func BenchmarkArchive(b *testing.B) {
 				var stored int64
 				for i := 0; i < b.N; i++ {
 					data := pgWAL(b, c, mode == "backlog")
-					url := tg.url(b, i)
+					url := tg.url(b, runID())
 					w, u := calls(b, tg.env, data, func(s string) []string {
 						return []string{walship, "wal-push", "--storage", url, "pg_wal/" + filepath.Base(s)}
 					}, c.segments)

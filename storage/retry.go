@@ -141,11 +141,21 @@ func (r *retryStore) Put(ctx context.Context, key string, body io.ReadSeeker, me
 	})
 }
 
-// Create retries like Put. A try whose outcome was lost (timeout after the server stored the
-// object) makes the next try answer ErrExist: callers compare content before deciding.
+// Create retries like Put. When a try fails without a definite answer, the key is looked up
+// before trying again: servers such as MinIO answer a conditional PUT on an existing key before
+// reading the body and close the connection, so the client sees a reset where the answer was
+// "exists"; and a try whose outcome was lost may have stored the object. Either way the caller
+// gets ErrExist and compares content — retrying the upload could never succeed.
 func (r *retryStore) Create(ctx context.Context, key string, body io.ReadSeeker, meta map[string]string) error {
 	return r.do(ctx, "create", key, func(ctx context.Context, progress func()) error {
-		return Create(ctx, r.inner, key, progressSeeker{body, progress}, meta)
+		err := Create(ctx, r.inner, key, progressSeeker{body, progress}, meta)
+		if err == nil || Permanent(err) || ctx.Err() != nil {
+			return err
+		}
+		if _, serr := r.inner.Stat(ctx, key); serr == nil {
+			return fmt.Errorf("%w: %s is present although the create failed (%v)", ErrExist, key, err)
+		}
+		return err
 	})
 }
 

@@ -266,3 +266,28 @@ func TestPrefix(t *testing.T) {
 		t.Errorf("ListName(\"\") = %q, want a/", got)
 	}
 }
+
+// TestCreateResetOnExistingKey: a server that answers a create on an existing key by resetting
+// the connection (MinIO does, before reading the body) must yield ErrExist, not endless retries.
+func TestCreateResetOnExistingKey(t *testing.T) {
+	m := mem.New()
+	m.Put(context.Background(), "k", strings.NewReader("old"), nil)
+	var calls atomic.Int32
+	f := &storage.Faulty{Store: m, Before: func(_ context.Context, op, _ string) error {
+		if op == "create" {
+			calls.Add(1)
+			return errors.New("write tcp 127.0.0.1:1->127.0.0.1:2: write: connection reset by peer")
+		}
+		return nil
+	}}
+	s := storage.Retry(f, storage.RetryPolicy{Sleep: noSleep})
+	err := storage.Create(context.Background(), s, "k", strings.NewReader("new"), nil)
+	if !errors.Is(err, storage.ErrExist) || calls.Load() != 1 {
+		t.Fatalf("got %v after %d tries, want ErrExist after 1", err, calls.Load())
+	}
+	// On an absent key the reset is transient and retried.
+	calls.Store(0)
+	if err := storage.Create(context.Background(), s, "absent", strings.NewReader("x"), nil); err == nil || calls.Load() != 8 {
+		t.Fatalf("absent key: got %v after %d tries, want the reset after 8", err, calls.Load())
+	}
+}

@@ -97,3 +97,26 @@ func TestMultipartCreateMinIO(t *testing.T) {
 		t.Fatalf("multipart metadata: %v", info.Metadata)
 	}
 }
+
+// TestCreateExistingLargeMinIO: MinIO answers a conditional PUT on an existing key before reading
+// a large body and closes the connection; through the retry decorator this must still come back
+// as ErrExist (a re-push after a crash), not as endless connection resets.
+func TestCreateExistingLargeMinIO(t *testing.T) {
+	srv := testenv.MinIO(t)
+	ctx := context.Background()
+	raw, err := s3.New(ctx, s3.Config{Bucket: srv.NewBucket(t), Region: srv.Region, Endpoint: srv.Endpoint, PathStyle: true,
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := storage.Retry(raw, storage.RetryPolicy{Attempts: 3})
+	body := storagetest.Random(12 << 20)
+	if err := storage.Create(ctx, s, "wal/x", bytes.NewReader(body), nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := storage.Create(ctx, s, "wal/x", bytes.NewReader(body), nil); !errors.Is(err, storage.ErrExist) {
+			t.Fatalf("repeat %d of a large create: got %v, want ErrExist", i, err)
+		}
+	}
+}
