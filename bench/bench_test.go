@@ -62,12 +62,24 @@ func loadCorpus(b *testing.B) corpus {
 	if _, err := os.Stat(filepath.Join(dir, "complete")); err != nil {
 		build(b, dir)
 	}
+	// The 64 segments start at the base backup's first segment, so recovery replays exactly them.
+	label, err := os.ReadFile(filepath.Join(c.backup, "backup_label"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var first string
+	for _, line := range strings.Split(string(label), "\n") {
+		if _, f, ok := strings.Cut(line, "(file "); ok && strings.HasPrefix(line, "START WAL LOCATION") {
+			first = strings.TrimSuffix(f, ")")
+		}
+	}
 	names, _ := filepath.Glob(filepath.Join(dir, "wal", "0000000100000000000000??"))
 	sort.Strings(names)
-	if len(names) < corpusSegments {
-		b.Fatalf("corpus has %d segments, want %d: remove %s and rerun", len(names), corpusSegments, dir)
+	i := sort.SearchStrings(names, filepath.Join(dir, "wal", first))
+	if first == "" || len(names)-i < corpusSegments {
+		b.Fatalf("corpus has %d segments from %q, want %d: remove %s and rerun", len(names)-i, first, corpusSegments, dir)
 	}
-	c.segments = names[len(names)-corpusSegments:]
+	c.segments = names[i : i+corpusSegments]
 	for _, s := range c.segments {
 		fi, _ := os.Stat(s)
 		c.bytes += fi.Size()
@@ -118,6 +130,11 @@ func runAs(b *testing.B, args ...string) {
 // calls runs one command per segment, in order, and returns wall time and the CPU time of the
 // processes (user + system).
 func calls(b *testing.B, env []string, dir string, argv func(seg string) []string, segs []string) (time.Duration, time.Duration) {
+	return callsThen(b, env, dir, argv, segs, nil)
+}
+
+// callsThen is calls with a step after each successful call (PostgreSQL marking a file done).
+func callsThen(b *testing.B, env []string, dir string, argv func(seg string) []string, segs []string, after func(seg string)) (time.Duration, time.Duration) {
 	b.Helper()
 	var cpu time.Duration
 	start := time.Now()
@@ -131,6 +148,9 @@ func calls(b *testing.B, env []string, dir string, argv func(seg string) []strin
 		}
 		u := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 		cpu += time.Duration(u.Utime.Nano() + u.Stime.Nano())
+		if after != nil {
+			after(s)
+		}
 	}
 	return time.Since(start), cpu
 }
@@ -215,9 +235,12 @@ func BenchmarkArchive(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					data := pgWAL(b, c, mode == "backlog")
 					url := tg.url(b, runID())
-					w, u := calls(b, tg.env, data, func(s string) []string {
+					status := filepath.Join(data, "pg_wal", "archive_status")
+					w, u := callsThen(b, tg.env, data, func(s string) []string {
 						return []string{walship, "wal-push", "--storage", url, "pg_wal/" + filepath.Base(s)}
-					}, c.segments)
+					}, c.segments, func(s string) {
+						os.Rename(filepath.Join(status, filepath.Base(s)+".ready"), filepath.Join(status, filepath.Base(s)+".done"))
+					})
 					wall += w
 					cpu += u
 					if tg.size != nil {
@@ -297,8 +320,8 @@ func BenchmarkRecovery(b *testing.B) {
 		return []string{walship, "wal-push", "--storage", url, "pg_wal/" + filepath.Base(s)}
 	}, c.segments)
 	commands := map[string]string{
-		"walship-minio": fmt.Sprintf("%s wal-fetch --storage '%s' %%f %%p", walship, url),
-		"cp":            fmt.Sprintf("cp %s/wal/%%f %%p", c.dir),
+		"walship-minio": fmt.Sprintf("%s wal-fetch %%f %%p", walship),
+		"cp":            fmt.Sprintf("cp %s/%%f %%p", only64(b, c)),
 	}
 	for _, name := range []string{"cp", "walship-minio"} {
 		b.Run(name, func(b *testing.B) {
@@ -308,7 +331,7 @@ func BenchmarkRecovery(b *testing.B) {
 				testenv.CopyDataDir(b, c.backup, dir)
 				os.WriteFile(filepath.Join(dir, "recovery.signal"), nil, 0o600)
 				testenv.ChownPostgres(b, filepath.Join(dir, "recovery.signal"))
-				pg := testenv.NewPostgresFromDataDir(b, dir, testenv.PostgresOptions{Env: tg.env, Conf: []string{
+				pg := testenv.NewPostgresFromDataDir(b, dir, testenv.PostgresOptions{Env: append(tg.env, "WALSHIP_STORAGE="+url), Conf: []string{
 					"archive_mode = off", "restore_command = '" + commands[name] + "'",
 					"recovery_target_action = 'promote'", "shared_buffers = 256MB"}})
 				start := time.Now()
@@ -321,6 +344,18 @@ func BenchmarkRecovery(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// only64 is a postgres-readable directory holding exactly the corpus's 64 segments.
+func only64(b *testing.B, c corpus) string {
+	dir := testenv.PostgresOwnedDir(b)
+	for _, s := range c.segments {
+		if err := os.Link(s, filepath.Join(dir, filepath.Base(s))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	os.Chmod(dir, 0o755)
+	return dir
 }
 
 // BenchmarkPgbenchBacklog runs pgbench at full speed for 60 s on a primary archiving through
