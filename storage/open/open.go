@@ -75,10 +75,10 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme == "" {
-		if filepath.IsAbs(rawURL) {
+		if filepath.IsAbs(rawURL) && !strings.Contains(rawURL, "@") {
 			return nil, fmt.Errorf("storage %q: write it as file://%s", rawURL, rawURL)
 		}
-		return nil, fmt.Errorf("storage URL %q is not a URL: use %s", rawURL, Schemes)
+		return nil, fmt.Errorf("storage URL %q is not a URL: use %s", redactRaw(rawURL), Schemes)
 	}
 	if u.User != nil {
 		return nil, fmt.Errorf("storage URL %s: credentials in the URL are not accepted; use the backend's environment variables", redact(u))
@@ -160,6 +160,22 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 		return azure.New(ctx, c)
 	}
 	return nil, fmt.Errorf("storage URL %s: unknown scheme %q: use %s", redact(u), u.Scheme, Schemes)
+}
+
+// redactRaw hides whatever precedes the last "@" of a string that did not parse as a URL: it may
+// be a user name and password.
+func redactRaw(s string) string {
+	i := strings.LastIndex(s, "@")
+	if i < 0 {
+		return s
+	}
+	start := strings.Index(s, "://")
+	if start < 0 || start > i {
+		start = 0
+	} else {
+		start += 3
+	}
+	return s[:start] + "REDACTED" + s[i:]
 }
 
 // redact drops anything secret-looking from a URL before it reaches an error message.
