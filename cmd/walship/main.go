@@ -56,6 +56,7 @@ func commands() []command {
 		{"wal-fetch", "[flags] %f %p", "restore_command: restore a WAL file, verified", runWalFetch},
 		{"wal-prefetch", "[flags] NAME...", "internal: background download started by wal-fetch", runWalPrefetch},
 		{"check", "[flags]", "check that the storage is reachable and writable", runCheck},
+		{"verify", "[flags]", "read back and verify every archived WAL file", runVerify},
 		{"version", "", "print the version", runVersion},
 	}
 }
