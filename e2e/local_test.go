@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/walship/walship/testenv"
+)
+
+// TestLocalFaults: a full or read-only pg_wal during fetch, an unreadable file during push, and a
+// spool deleted between calls each give a clear error (or recover), and leave no half-written file.
+func TestLocalFaults(t *testing.T) {
+	tg := fileTarget(t)
+	pg, names := archivedCluster(t, tg, 2)
+
+	t.Run("disk full during fetch", func(t *testing.T) {
+		data := t.TempDir()
+		wal := filepath.Join(data, "pg_wal")
+		os.MkdirAll(wal, 0o700)
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", wal).CombinedOutput(); err != nil {
+			t.Fatalf("mounting a 2 MiB tmpfs for the disk-full case needs root: %v %s", err, out)
+		}
+		defer exec.Command("umount", wal).Run()
+		code, out := run(t, tg, data, "wal-fetch", "--prefetch", "0", "--retry-for", "1s", names[0], "pg_wal/RECOVERYXLOG")
+		if code != 200 || !strings.Contains(out, "no space left on device") {
+			t.Errorf("disk full: exit %d, want 200 naming the cause: %s", code, out)
+		}
+		if left, _ := os.ReadDir(wal); len(left) != 0 {
+			t.Errorf("disk full: files left in pg_wal: %v", left)
+		}
+	})
+
+	t.Run("read-only pg_wal during fetch", func(t *testing.T) {
+		data := testenv.PostgresOwnedDir(t)
+		os.Chmod(data, 0o755)
+		wal := filepath.Join(data, "pg_wal")
+		os.MkdirAll(wal, 0o500)
+		testenv.ChownPostgres(t, wal)
+		cmd := exec.Command("runuser", "-u", "postgres", "--", "env", "WALSHIP_STORAGE="+tg.url, walship,
+			"wal-fetch", "--prefetch", "0", "--retry-for", "1s", "--spool-dir", filepath.Join(data, "spool"), names[0], "pg_wal/RECOVERYXLOG")
+		cmd.Dir = data
+		out, _ := cmd.CombinedOutput()
+		if cmd.ProcessState.ExitCode() != 200 || !strings.Contains(string(out), "permission denied") {
+			t.Errorf("read-only pg_wal: exit %d, want 200 naming the cause: %s", cmd.ProcessState.ExitCode(), out)
+		}
+	})
+
+	t.Run("unreadable file during push", func(t *testing.T) {
+		data := testenv.PostgresOwnedDir(t)
+		os.Chmod(data, 0o755)
+		wal := filepath.Join(data, "pg_wal")
+		os.MkdirAll(wal, 0o755)
+		testenv.ChownPostgres(t, wal)
+		b, _ := os.ReadFile(filepath.Join(pg.DataDir, "pg_wal", names[1]))
+		p := filepath.Join(wal, names[1])
+		os.WriteFile(p, b, 0o000)
+		cmd := exec.Command("runuser", "-u", "postgres", "--", "env", "WALSHIP_STORAGE="+tg.url, walship, "wal-push", "pg_wal/"+names[1])
+		cmd.Dir = data
+		out, _ := cmd.CombinedOutput()
+		if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "permission denied") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+			t.Errorf("unreadable file: exit %d, want 1 and one line naming the cause: %s", cmd.ProcessState.ExitCode(), out)
+		}
+	})
+
+	t.Run("spool deleted between calls", func(t *testing.T) {
+		data := t.TempDir()
+		os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
+		spool := filepath.Join(data, "walship")
+		for i, n := range names {
+			if code, out := run(t, tg, data, "wal-fetch", "--prefetch", "4", n, "pg_wal/RECOVERYXLOG"); code != 0 {
+				t.Fatalf("fetch %d: %s", i, out)
+			}
+			os.RemoveAll(spool)
+		}
+		if m, _ := filepath.Glob(filepath.Join(data, "pg_wal", ".*")); len(m) != 0 {
+			t.Errorf("temp files left: %v", m)
+		}
+	})
+}
+
+// TestNoSecretsInOutput runs walship through successes and failures with S3 and Azure
+// credentials in its environment and greps everything it printed for them.
+func TestNoSecretsInOutput(t *testing.T) {
+	s3tg := s3Target(t)
+	az := testenv.Azurite(t)
+	container := az.NewContainer(t)
+	aztg := target{name: "azure", url: "azblob://" + container + "/p", env: []string{
+		"WALSHIP_STORAGE=azblob://" + container + "/p", "AZURE_STORAGE_CONNECTION_STRING=" + az.ConnectionString, "WALSHIP_LOG_LEVEL=debug"}}
+	secrets := []string{s3tg.getenv("AWS_SECRET_ACCESS_KEY"), az.Key}
+	var all strings.Builder
+	pg, names := archivedCluster(t, s3tg, 1)
+	all.WriteString(pg.Log())
+	data := t.TempDir()
+	os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
+	wrongSecret := target{env: append(append([]string{}, s3tg.env...), "AWS_SECRET_ACCESS_KEY=wrong-"+secrets[0])}
+	for _, c := range []struct {
+		tg   target
+		args []string
+	}{
+		{s3tg, []string{"--log-level", "debug", "wal-fetch", names[0], "pg_wal/RECOVERYXLOG"}},
+		{s3tg, []string{"wal-fetch", "--log-level", "debug", "--prefetch", "0", names[0], "pg_wal/RECOVERYXLOG"}},
+		{s3tg, []string{"verify", "--log-level", "debug"}},
+		{s3tg, []string{"check", "--storage", strings.Replace(s3tg.url, "s3://", "s3://nosuchbucket-", 1)}},
+		{wrongSecret, []string{"check", "--storage", s3tg.url}},
+		{wrongSecret, []string{"wal-fetch", "--retry-for", "1s", "--prefetch", "0", names[0], "pg_wal/RECOVERYXLOG"}},
+		{aztg, []string{"check", "--log-level", "debug"}},
+		{aztg, []string{"check", "--storage", "azblob://nosuchcontainer/p"}},
+		{target{env: []string{"AZURE_STORAGE_CONNECTION_STRING=" + strings.Replace(az.ConnectionString, az.Key, "d3Jvbmc=", 1) + "x"}},
+			[]string{"check", "--storage", "azblob://" + container + "/p"}},
+	} {
+		_, out := run(t, c.tg, data, c.args...)
+		all.WriteString(out)
+	}
+	for _, s := range secrets {
+		if strings.Contains(all.String(), s) {
+			t.Fatalf("a secret appeared in walship's output or PostgreSQL's log")
+		}
+	}
+	t.Logf("%d bytes of output and logs checked for %d secrets: none found", all.Len(), len(secrets))
+}
