@@ -200,3 +200,29 @@ func TestKillDuringPush(t *testing.T) {
 		})
 	}
 }
+
+// TestObjectLockBucket: walship never overwrites, so it works on a bucket that enforces
+// write-once retention (S3 Object Lock, compliance mode): archive, identical re-push, fetch.
+func TestObjectLockBucket(t *testing.T) {
+	srv := testenv.MinIO(t)
+	bucket := srv.NewLockedBucket(t, 1)
+	url := fmt.Sprintf("s3://%s/archive?endpoint=%s&region=%s", bucket, srv.Endpoint, srv.Region)
+	tg := target{name: "s3-object-lock", url: url, env: []string{"WALSHIP_STORAGE=" + url,
+		"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_EC2_METADATA_DISABLED=true"}}
+	pg, names := archivedCluster(t, tg, 2)
+	data := t.TempDir()
+	os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
+	b, _ := os.ReadFile(filepath.Join(pg.DataDir, "pg_wal", names[0]))
+	os.WriteFile(filepath.Join(data, "pg_wal", names[0]), b, 0o600)
+	if code, out := run(t, tg, data, "wal-push", "pg_wal/"+names[0]); code != 0 {
+		t.Fatalf("identical re-push into a locked bucket: %s", out)
+	}
+	for _, n := range names {
+		if code, out := run(t, tg, data, "wal-fetch", "--prefetch", "0", n, "pg_wal/RECOVERYXLOG"); code != 0 {
+			t.Fatalf("fetch %s from a locked bucket: %s", n, out)
+		}
+	}
+	if code, out := run(t, tg, data, "verify"); code != 0 {
+		t.Fatalf("verify on a locked bucket: %s", out)
+	}
+}

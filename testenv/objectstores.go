@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
 // S3Server is a MinIO server.
@@ -59,6 +60,28 @@ func (s *S3Server) NewBucket(t testing.TB) string {
 	name := strings.ToLower(uniqueName("b"))
 	if _, err := s.Client().CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
 		t.Fatalf("testenv: create bucket %s: %v", name, err)
+	}
+	return name
+}
+
+// NewLockedBucket creates a bucket with S3 Object Lock and a default compliance retention of
+// days: nothing in it can be overwritten or deleted until then.
+func (s *S3Server) NewLockedBucket(t testing.TB, days int32) string {
+	t.Helper()
+	name := strings.ToLower(uniqueName("lock"))
+	c := s.Client()
+	ctx := context.Background()
+	if _, err := c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name), ObjectLockEnabledForBucket: aws.Bool(true)}); err != nil {
+		t.Fatalf("testenv: create locked bucket: %v", err)
+	}
+	_, err := c.PutObjectLockConfiguration(ctx, &s3.PutObjectLockConfigurationInput{Bucket: aws.String(name),
+		ObjectLockConfiguration: &types.ObjectLockConfiguration{
+			ObjectLockEnabled: types.ObjectLockEnabledEnabled,
+			Rule: &types.ObjectLockRule{DefaultRetention: &types.DefaultRetention{
+				Mode: types.ObjectLockRetentionModeCompliance, Days: aws.Int32(days)}},
+		}})
+	if err != nil {
+		t.Fatalf("testenv: object lock configuration: %v", err)
 	}
 	return name
 }
