@@ -121,3 +121,26 @@ func TestNoSecretsInOutput(t *testing.T) {
 	}
 	t.Logf("%d bytes of output and logs checked for %d secrets: none found", all.Len(), len(secrets))
 }
+
+// TestTLS: against an HTTPS store with a private CA, certificate verification is on by default
+// (a clear x509 error, nothing stored) and ca_file= makes it work with verification still on.
+func TestTLS(t *testing.T) {
+	srv, ca := testenv.MinIOTLS(t)
+	bucket := srv.NewBucket(t)
+	env := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey,
+		"AWS_EC2_METADATA_DISABLED=true", "AWS_CA_BUNDLE="}
+	base := "s3://" + bucket + "/tls?endpoint=" + srv.Endpoint
+	dir := t.TempDir()
+	code, out := run(t, target{env: env}, dir, "check", "--storage", base)
+	if code != 1 || !strings.Contains(out, "certificate") {
+		t.Fatalf("self-signed server without ca_file: exit %d, want 1 with a certificate error: %s", code, out)
+	}
+	if code, out := run(t, target{env: env}, dir, "check", "--storage", base+"&ca_file="+ca); code != 0 {
+		t.Fatalf("with ca_file: exit %d: %s", code, out)
+	}
+	other := filepath.Join(dir, "other.crt")
+	os.WriteFile(other, []byte("not a certificate"), 0o644)
+	if code, out := run(t, target{env: env}, dir, "check", "--storage", base+"&ca_file="+other); code != 2 || !strings.Contains(out, "no PEM certificate") {
+		t.Fatalf("ca_file without a certificate: exit %d: %s", code, out)
+	}
+}

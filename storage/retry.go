@@ -2,6 +2,8 @@ package storage
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -76,7 +78,12 @@ func Permanent(err error) bool {
 			return true
 		}
 	}
-	return false
+	// A certificate that does not verify will not verify on the next try either.
+	var certErr *tls.CertificateVerificationError
+	var authErr x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var invalidErr x509.CertificateInvalidError
+	return errors.As(err, &certErr) || errors.As(err, &authErr) || errors.As(err, &hostErr) || errors.As(err, &invalidErr)
 }
 
 // Retry wraps s so each operation is retried with exponential backoff and jitter on transient

@@ -23,6 +23,8 @@ type S3Server struct {
 	AccessKey string
 	SecretKey string
 	proc      *process
+	// httpClient trusts the server's certificate when it serves HTTPS.
+	httpClient *http.Client
 }
 
 // MinIO starts a single-drive MinIO server.
@@ -45,12 +47,16 @@ func MinIO(t testing.TB) *S3Server {
 // Client returns an S3 client for the server with explicit credentials, region and transport,
 // independent of any AWS_* variables in the environment.
 func (s *S3Server) Client() *s3.Client {
+	hc := s.httpClient
+	if hc == nil {
+		hc = &http.Client{}
+	}
 	return s3.New(s3.Options{
 		Region:       s.Region,
 		BaseEndpoint: aws.String(s.Endpoint),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
-		HTTPClient:   &http.Client{},
+		HTTPClient:   hc,
 	})
 }
 

@@ -97,7 +97,7 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 		}
 		return file.New(u.Path)
 	case "s3":
-		q, err := query(u, "endpoint", "region", "force_path_style", "sse", "sse_kms_key_id", "storage_class")
+		q, err := query(u, "endpoint", "region", "force_path_style", "sse", "sse_kms_key_id", "storage_class", "ca_file")
 		if err != nil {
 			return nil, err
 		}
@@ -125,18 +125,32 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 				return nil, fmt.Errorf("storage URL %s: endpoint=%q must be an http:// or https:// URL", rawURL, c.Endpoint)
 			}
 		}
+		if ca := q.Get("ca_file"); ca != "" {
+			if c.HTTPClient, err = caClient(ca); err != nil {
+				return nil, err
+			}
+		}
 		return s3.New(ctx, c)
 	case "gs":
-		q, err := query(u, "endpoint")
+		q, err := query(u, "endpoint", "ca_file")
 		if err != nil {
 			return nil, err
 		}
 		if u.Host == "" {
 			return nil, fmt.Errorf("storage URL %s: no bucket (gs://BUCKET/prefix)", rawURL)
 		}
-		return gcs.New(ctx, gcs.Config{Bucket: u.Host, Prefix: prefix, Endpoint: q.Get("endpoint")})
+		c := gcs.Config{Bucket: u.Host, Prefix: prefix, Endpoint: q.Get("endpoint"), JSONReads: getenv("STORAGE_EMULATOR_HOST") != ""}
+		if ca := q.Get("ca_file"); ca != "" {
+			if c.Endpoint == "" {
+				return nil, fmt.Errorf("storage URL %s: ca_file= needs endpoint= for gs:// (Google's own endpoint uses public roots)", redact(u))
+			}
+			if c.HTTPClient, err = caClient(ca); err != nil {
+				return nil, err
+			}
+		}
+		return gcs.New(ctx, c)
 	case "azblob", "azure":
-		q, err := query(u, "endpoint", "account")
+		q, err := query(u, "endpoint", "account", "ca_file")
 		if err != nil {
 			return nil, err
 		}
@@ -156,6 +170,11 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 		}
 		if c.ConnectionString == "" && c.Account == "" {
 			return nil, fmt.Errorf("storage URL %s: no Azure account: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY or an Azure identity), or ?account=", rawURL)
+		}
+		if ca := q.Get("ca_file"); ca != "" {
+			if c.HTTPClient, err = caClient(ca); err != nil {
+				return nil, err
+			}
 		}
 		return azure.New(ctx, c)
 	}
