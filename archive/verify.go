@@ -8,6 +8,8 @@ import (
 	"io"
 	"sync"
 
+	"filippo.io/age"
+
 	"github.com/walship/walship/layout"
 	"github.com/walship/walship/object"
 	"github.com/walship/walship/storage"
@@ -25,7 +27,7 @@ type Result struct {
 // Verify reads every WAL, history, partial and backup object in the archive with workers
 // concurrent downloads, decoding each completely, and calls fn with each result in no particular
 // order. It returns an error only when the archive could not be listed.
-func Verify(ctx context.Context, st storage.Store, workers int, fn func(Result)) error {
+func Verify(ctx context.Context, st storage.Store, workers int, ids []age.Identity, fn func(Result)) error {
 	keys := make(chan string)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -34,7 +36,7 @@ func Verify(ctx context.Context, st storage.Store, workers int, fn func(Result))
 		go func() {
 			defer wg.Done()
 			for key := range keys {
-				r := verifyOne(ctx, st, key)
+				r := verifyOne(ctx, st, key, ids)
 				mu.Lock()
 				fn(r)
 				mu.Unlock()
@@ -59,7 +61,7 @@ func Verify(ctx context.Context, st storage.Store, workers int, fn func(Result))
 	return listErr
 }
 
-func verifyOne(ctx context.Context, st storage.Store, key string) Result {
+func verifyOne(ctx context.Context, st storage.Store, key string, ids []age.Identity) Result {
 	name, _ := layout.WALName(key)
 	r := Result{Name: name, Key: key}
 	rc, info, err := st.Get(ctx, key)
@@ -69,7 +71,7 @@ func verifyOne(ctx context.Context, st storage.Store, key string) Result {
 	}
 	defer rc.Close()
 	head := &headWriter{}
-	sum, err := object.Decode(head, rc)
+	sum, err := object.DecodeWith(head, rc, ids)
 	if err != nil {
 		r.Err = err
 		return r

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"filippo.io/age"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
@@ -35,6 +36,9 @@ type Options struct {
 	// Level is codec-specific: zstd 1–22 (mapped onto the library's four speeds), gzip 1–9,
 	// lz4 1 (fast) to 9 (high compression); 0 picks DefaultLevel.
 	Level int
+	// Recipients, when set, encrypt the payload with age to each of them (client-side
+	// encryption: the store never sees the plaintext or the key).
+	Recipients []age.Recipient
 }
 
 func (o Options) level() int {

@@ -4,8 +4,10 @@
 //
 // Layout (all integers big-endian):
 //
-//	header  (8 bytes):  "WSHP" | version (1) | codec (1) | flags (1, zero) | reserved (1, zero)
-//	payload:            the raw bytes compressed with the codec (a zstd, lz4 or gzip stream, or raw)
+//	header  (8 bytes):  "WSHP" | version (1) | codec (1) | flags (1) |
+//	                    check (1: low byte of the CRC-32C of the first 7 bytes)
+//	payload:            the raw bytes compressed with the codec (a zstd, lz4 or gzip stream, or raw);
+//	                    with flag 0x01 that stream is encrypted with age (filippo.io/age)
 //	trailer (52 bytes): raw length (8) | SHA-256 of the raw bytes (32) |
 //	                    CRC-32C of the payload (4) |
 //	                    CRC-32C of the header and the three fields above (4) | "WEND"
@@ -29,11 +31,20 @@ import (
 	"hash/crc32"
 	"io"
 	"strconv"
+
+	"filippo.io/age"
 )
 
 // ErrCorrupt is returned for any object that fails to decode or verify: bad magic, unknown codec,
-// truncated, damaged payload, wrong length or checksum.
+// truncated, damaged payload, wrong length or checksum, ciphertext that does not authenticate.
 var ErrCorrupt = errors.New("corrupt object")
+
+// ErrKey is returned when an encrypted object cannot be opened: no identity given, or none of
+// the identities given matches. It is reported before any byte is decoded.
+var ErrKey = errors.New("cannot decrypt object")
+
+// flagAge marks a payload encrypted with age.
+const flagAge = 0x01
 
 const (
 	version     = 1
@@ -84,6 +95,7 @@ func SummaryFromMetadata(meta map[string]string) (s Summary, ok bool) {
 type Writer struct {
 	dst    io.Writer
 	crcw   *crcWriter
+	enc    io.WriteCloser // the age stream, when encrypting
 	header [headerSize]byte
 	comp   io.WriteCloser
 	sha    hash.Hash
@@ -102,11 +114,23 @@ func NewWriter(dst io.Writer, o Options) (*Writer, error) {
 	copy(w.header[:], magic)
 	w.header[4] = version
 	w.header[5] = byte(o.Codec)
+	if len(o.Recipients) > 0 {
+		w.header[6] = flagAge
+	}
+	w.header[7] = headerCheck(w.header)
 	if _, err := dst.Write(w.header[:]); err != nil {
 		return nil, err
 	}
 	w.crcw = &crcWriter{w: dst}
-	comp, err := c.compress(w.crcw, o.level())
+	var payload io.Writer = w.crcw
+	if len(o.Recipients) > 0 {
+		enc, err := age.Encrypt(w.crcw, o.Recipients...)
+		if err != nil {
+			return nil, fmt.Errorf("object: encrypt: %w", err)
+		}
+		w.enc, payload = enc, enc
+	}
+	comp, err := c.compress(payload, o.level())
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +189,12 @@ func (w *Writer) Close() error {
 		w.err = err
 		return err
 	}
+	if w.enc != nil {
+		if err := w.enc.Close(); err != nil {
+			w.err = err
+			return err
+		}
+	}
 	var sum [32]byte
 	copy(sum[:], w.sha.Sum(nil))
 	_, w.err = w.dst.Write(trailer(w.header, w.n, sum, w.crcw.crc))
@@ -190,6 +220,9 @@ func (w *Writer) Summary() Summary {
 	copy(s.SHA256[:], w.sha.Sum(nil))
 	return s
 }
+
+// headerCheck lets a reader trust the header (codec, flags) before it reaches the trailer.
+func headerCheck(h [headerSize]byte) byte { return byte(crc32.Checksum(h[:7], castagnoli)) }
 
 func trailer(header [headerSize]byte, n int64, sum [32]byte, payloadCRC uint32) []byte {
 	t := make([]byte, trailerSize)
@@ -231,14 +264,22 @@ type Reader struct {
 	sum     Summary
 }
 
-// NewReader reads and checks the header.
-func NewReader(src io.Reader) (*Reader, error) {
+// NewReader reads and checks the header of an unencrypted frame.
+func NewReader(src io.Reader) (*Reader, error) { return NewReaderWith(src, nil) }
+
+// NewReaderWith reads and checks the header; an encrypted frame is opened with one of ids (a
+// key file may hold old and new keys across a rotation). A missing or wrong key fails here,
+// before any byte is returned.
+func NewReaderWith(src io.Reader, ids []age.Identity) (*Reader, error) {
 	r := &Reader{tail: newTailReader(src), sha: sha256.New()}
 	if _, err := io.ReadFull(r.tail, r.header[:]); err != nil {
 		return nil, corrupt("header: %v", err)
 	}
 	if string(r.header[:4]) != magic {
 		return nil, corrupt("not a walship object (magic %q)", r.header[:4])
+	}
+	if r.header[7] != headerCheck(r.header) {
+		return nil, corrupt("header damaged")
 	}
 	if r.header[4] != version {
 		return nil, corrupt("unsupported frame version %d", r.header[4])
@@ -247,8 +288,28 @@ func NewReader(src io.Reader) (*Reader, error) {
 	if !ok {
 		return nil, corrupt("unknown codec %d", r.header[5])
 	}
+	if r.header[6]&^flagAge != 0 {
+		return nil, corrupt("unknown header flags %02x", r.header[6])
+	}
 	r.tail.hashing = true
-	d, release, err := c.decompress(r.tail)
+	var payload io.Reader = r.tail
+	if r.header[6]&flagAge != 0 {
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("%w: it is encrypted and no key was given (set WALSHIP_AGE_KEY_FILE)", ErrKey)
+		}
+		dec, err := age.Decrypt(r.tail, ids...)
+		var noMatch *age.NoIdentityMatchError
+		switch {
+		case errors.As(err, &noMatch):
+			return nil, fmt.Errorf("%w: none of the keys given matches (wrong WALSHIP_AGE_KEY_FILE?)", ErrKey)
+		case err != nil && r.tail.srcErr != nil:
+			return nil, r.tail.srcErr
+		case err != nil:
+			return nil, corrupt("encryption header: %v", err)
+		}
+		payload = dec
+	}
+	d, release, err := c.decompress(payload)
 	if err != nil {
 		return nil, corrupt("%s: %v", c.name, err)
 	}
@@ -336,13 +397,21 @@ func (r *Reader) close() {
 	}
 }
 
-// Decode writes the verified raw bytes of the frame in src to dst. dst receives bytes before
-// verification ends; on error treat everything written as garbage.
-func Decode(dst io.Writer, src io.Reader) (Summary, error) {
-	r, err := NewReader(src)
+// Decode writes the verified raw bytes of the unencrypted frame in src to dst. dst receives bytes
+// before verification ends; on error treat everything written as garbage.
+func Decode(dst io.Writer, src io.Reader) (Summary, error) { return DecodeWith(dst, src, nil) }
+
+// DecodeWith is Decode for frames that may be encrypted to one of ids.
+func DecodeWith(dst io.Writer, src io.Reader, ids []age.Identity) (Summary, error) {
+	r, err := NewReaderWith(src, ids)
 	if err != nil {
 		return Summary{}, err
 	}
+	return r.CopyTo(dst)
+}
+
+// CopyTo writes the rest of the verified raw bytes to dst and closes the reader.
+func (r *Reader) CopyTo(dst io.Writer) (Summary, error) {
 	defer r.Close()
 	buf := make([]byte, 256<<10)
 	for {

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/walship/walship/layout"
 	"github.com/walship/walship/object"
 	"github.com/walship/walship/storage"
@@ -41,7 +43,9 @@ type Config struct {
 	MissTTL time.Duration
 	// StartPrefetch launches the background prefetcher for names; nil disables prefetching.
 	StartPrefetch func(names []string) error
-	Log           *slog.Logger
+	// Identities open encrypted objects (an age key file may hold old and new keys).
+	Identities []age.Identity
+	Log        *slog.Logger
 }
 
 // Fetcher serves restore_command calls.
@@ -120,7 +124,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", name, err)
 	}
-	hdr, err := writeVerified(rc, dest, info.Metadata)
+	hdr, err := writeVerified(rc, dest, info.Metadata, f.cfg.Identities)
 	rc.Close()
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", name, err)
@@ -139,7 +143,13 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 // writeVerified decodes a frame into a temp file beside dest and renames it into place only when
 // the frame verified (and agrees with the object's metadata). It returns the WAL page header of
 // segments and partials.
-func writeVerified(r io.Reader, dest string, meta map[string]string) (*walfile.PageHeader, error) {
+func writeVerified(r io.Reader, dest string, meta map[string]string, ids []age.Identity) (*walfile.PageHeader, error) {
+	// The header (and, for encrypted objects, the key) is checked before anything is written.
+	fr, err := object.NewReaderWith(r, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer fr.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".walship-*")
 	if err != nil {
 		return nil, err
@@ -149,7 +159,7 @@ func writeVerified(r io.Reader, dest string, meta map[string]string) (*walfile.P
 		os.Remove(tmp.Name())
 		return nil, err
 	}
-	sum, err := object.Decode(tmp, r)
+	sum, err := fr.CopyTo(tmp)
 	if err != nil {
 		return fail(err)
 	}

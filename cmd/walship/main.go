@@ -121,9 +121,11 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 
 // common holds the flags every storage command shares.
 type common struct {
-	storage     string
-	logLevel    string
-	compression string
+	storage       string
+	logLevel      string
+	compression   string
+	ageRecipients string
+	ageKeyFile    string
 }
 
 // flags builds a subcommand's flag set with the common flags; parse reports errors in one line.
@@ -172,11 +174,17 @@ func (e *env) parse(fs *flag.FlagSet, c *common, args []string, positional int) 
 }
 
 func (c *common) codec() (object.Options, error) {
-	if c.compression == "" {
-		return object.DefaultOptions, nil
+	o := object.DefaultOptions
+	if c.compression != "" {
+		codec, err := object.ParseCodec(c.compression)
+		if err != nil {
+			return o, fmt.Errorf("--compression: %w", err)
+		}
+		o = object.Options{Codec: codec}
 	}
-	codec, err := object.ParseCodec(c.compression)
-	return object.Options{Codec: codec}, err
+	var err error
+	o.Recipients, err = c.recipients()
+	return o, err
 }
 
 // oneLine formats err for a user: one line, with a hint for the conditions a user can fix.
@@ -192,6 +200,8 @@ func oneLine(err error) string {
 		hint = "check the credentials and that they may read and write this bucket"
 	case errors.Is(err, object.ErrCorrupt):
 		hint = "the stored object is damaged; it was not used"
+	case errors.Is(err, object.ErrKey):
+		hint = "check " + envAgeKeyFile
 	}
 	if hint != "" {
 		return msg + " (" + hint + ")"

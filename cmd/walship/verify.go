@@ -13,8 +13,14 @@ func runVerify(ctx context.Context, e *env, args []string) int {
 	fs, c := e.flags("verify", "[flags]", "Read every archived WAL file back, verify it completely, and list each damaged or\n"+
 		"unreadable one on stdout. Exit 0 all verified; 1 some failed; 2 bad arguments.")
 	workers := fs.Int("workers", 4, "concurrent downloads")
+	e.cryptoFlags(fs, c)
 	if code, done := e.parse(fs, c, args, 0); done {
 		return code
+	}
+	ids, err := c.identities()
+	if err != nil {
+		fmt.Fprintf(e.stderr, "walship verify: %v\n", err)
+		return exitUsage
 	}
 	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log})
 	if err != nil {
@@ -23,7 +29,7 @@ func runVerify(ctx context.Context, e *env, args []string) int {
 	}
 	var ok, bad int
 	var raw int64
-	err = archive.Verify(ctx, st, *workers, func(r archive.Result) {
+	err = archive.Verify(ctx, st, *workers, ids, func(r archive.Result) {
 		if r.Err != nil {
 			bad++
 			what := "UNREADABLE"

@@ -48,13 +48,14 @@ func runWalPush(ctx context.Context, e *env, args []string) int {
 	parallel := fs.Int("parallel", intEnv(e, "WALSHIP_PARALLEL", 4), "files pushed at once: the requested one plus ready ones after it ($WALSHIP_PARALLEL)")
 	allowStandby := fs.Bool("allow-standby", false, "archive even though standby.signal exists (archive_mode=always)")
 	spool := spoolFlag(e, fs)
+	e.cryptoFlags(fs, c)
 	if code, done := e.parse(fs, c, args, 1); done {
 		return code
 	}
 	path := fs.Arg(0)
 	codec, err := c.codec()
 	if err != nil {
-		fmt.Fprintf(e.stderr, "walship wal-push: --compression: %v\n", err)
+		fmt.Fprintf(e.stderr, "walship wal-push: %v\n", err)
 		return exitUsage
 	}
 	if *parallel < 1 || *parallel > 64 {
@@ -92,6 +93,7 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	prefetch := fs.Int("prefetch", intEnv(e, "WALSHIP_PREFETCH", 8), "segments to download ahead in the background, 0 disables ($WALSHIP_PREFETCH)")
 	retryFor := fs.Duration("retry-for", 60*time.Second, "how long to retry a storage error before giving up")
 	spool := spoolFlag(e, fs)
+	e.cryptoFlags(fs, c)
 	// A restore_command that cannot run must not look like "file not found" (exit 1-125), or
 	// PostgreSQL may end recovery early: usage errors exit with exitAbortPG.
 	if code, done := e.parse(fs, c, args, 2); done {
@@ -117,6 +119,10 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	if *prefetch < 0 || *prefetch > 128 {
 		return fail(fmt.Errorf("--prefetch %d: use 0 to 128", *prefetch))
 	}
+	ids, err := c.identities()
+	if err != nil {
+		return fail(err)
+	}
 	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log,
 		Retry: storage.RetryPolicy{MaxElapsed: *retryFor}})
 	if err != nil {
@@ -125,7 +131,7 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	if *spool == "" {
 		*spool = filepath.Join(dataDir(dest), "walship")
 	}
-	f, err := restore.New(restore.Config{Store: st, SpoolDir: *spool, Prefetch: *prefetch, Standby: standby, Log: e.log,
+	f, err := restore.New(restore.Config{Store: st, SpoolDir: *spool, Prefetch: *prefetch, Standby: standby, Log: e.log, Identities: ids,
 		StartPrefetch: func(names []string) error { return startPrefetch(c, *spool, names) }})
 	if err != nil {
 		return fail(err)
