@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -95,22 +94,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	}
 	for _, c := range commands() {
 		if c.name == name {
-			if strings.HasPrefix(name, "wal-") && getenv("GOGC") == "" {
-				shortLived()
-			}
 			return c.run(ctx, e, args[1:])
 		}
 	}
 	fmt.Fprintf(stderr, "walship: unknown command %q (see walship --help)\n", name)
 	return exitUsage
-}
-
-// shortLived tunes the garbage collector for a process that handles one WAL file and exits:
-// collection cycles are pure overhead there (about a fifth of wal-push's CPU), so the collector
-// only runs when the heap approaches a soft limit that keeps memory bounded for large files.
-func shortLived() {
-	debug.SetGCPercent(-1)
-	debug.SetMemoryLimit(48 << 20)
 }
 
 func usage(w io.Writer) {
