@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -165,18 +166,25 @@ func (s *Store) putOne(ctx context.Context, key string, body io.ReadSeeker, md m
 }
 
 // putBlocks stages the body in blocks read one at a time into a reused buffer (constant memory),
-// then commits them under the caller's access conditions.
+// then commits them under the caller's access conditions. Block IDs carry a random per-upload
+// prefix: the service keeps uncommitted blocks per blob name, so two uploads racing to create the
+// same key with predictable IDs would overwrite each other's staged blocks, and the winning commit
+// could stitch two bodies together.
 func (s *Store) putBlocks(ctx context.Context, key string, body io.ReadSeeker, md map[string]*string, cond *blob.AccessConditions) error {
 	if _, err := body.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
 	bb := s.blob(key)
 	buf := make([]byte, s.cfg.BlockSize)
+	var upload [16]byte
+	if _, err := rand.Read(upload[:]); err != nil {
+		return err
+	}
 	var ids []string
 	for i := 0; ; i++ {
 		n, err := io.ReadFull(body, buf)
 		if n > 0 {
-			id := base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf("walship-block-%08d", i)))
+			id := base64.StdEncoding.EncodeToString(fmt.Appendf(upload[:len(upload):len(upload)], "%08d", i))
 			sum := md5.Sum(buf[:n])
 			if _, serr := bb.StageBlock(ctx, id, nopCloser{bytes.NewReader(buf[:n])}, &blockblob.StageBlockOptions{
 				TransactionalValidation: blob.TransferValidationTypeMD5(sum[:]),

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 
 	"github.com/walship/walship/storage"
@@ -84,5 +86,48 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := azure.New(ctx, azure.Config{Container: "c"}); !errors.Is(err, storage.ErrCredentials) {
 		t.Errorf("no credentials: got %v, want ErrCredentials", err)
+	}
+}
+
+// TestConcurrentBlockCreate races block-path creates of one key: exactly one wins, and the blob is
+// exactly that writer's body (never blocks of two uploads stitched together).
+func TestConcurrentBlockCreate(t *testing.T) {
+	srv := testenv.Azurite(t)
+	ctx := context.Background()
+	s, err := azure.New(ctx, azure.Config{Container: srv.NewContainer(t), ConnectionString: srv.ConnectionString,
+		BlockThreshold: 1 << 20, BlockSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 3; round++ {
+		key := fmt.Sprintf("race/%d", round)
+		bodies := make([][]byte, 4)
+		errs := make([]error, 4)
+		var wg sync.WaitGroup
+		for w := range bodies {
+			bodies[w] = storagetest.Random(4<<20 + w)
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[w] = s.Create(ctx, key, bytes.NewReader(bodies[w]), nil) }()
+		}
+		wg.Wait()
+		winners := 0
+		for w, err := range errs {
+			switch {
+			case err == nil:
+				winners++
+			case !errors.Is(err, storage.ErrExist):
+				t.Fatalf("round %d writer %d: %v", round, w, err)
+			}
+		}
+		got := storagetest.ReadAll(t, s, key)
+		match := 0
+		for _, b := range bodies {
+			if bytes.Equal(got, b) {
+				match++
+			}
+		}
+		if winners != 1 || match != 1 {
+			t.Fatalf("round %d: %d winners, stored blob equals %d of the bodies; want 1 and 1", round, winners, match)
+		}
 	}
 }
