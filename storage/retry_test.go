@@ -291,3 +291,17 @@ func TestCreateResetOnExistingKey(t *testing.T) {
 		t.Fatalf("absent key: got %v after %d tries, want the reset after 8", err, calls.Load())
 	}
 }
+
+func TestCheckMetadata(t *testing.T) {
+	for _, k := range []string{"", "Bad-Key", "1abc", "a_b", "sha-256"} {
+		if err := storage.CheckMetadata(map[string]string{k: "v"}); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("metadata key %q accepted", k)
+		}
+	}
+	if err := storage.CheckMetadata(map[string]string{"sha256": "ab", "rawsize": "1", "sysid": "7"}); err != nil {
+		t.Errorf("walship's own keys refused: %v", err)
+	}
+	if err := storage.CheckMetadata(map[string]string{"v": "line\nbreak"}); err == nil {
+		t.Errorf("control character in a value accepted")
+	}
+}

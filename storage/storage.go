@@ -50,8 +50,8 @@ type Info struct {
 // Store is a flat namespace of immutable-by-convention objects under a prefix.
 //
 // Keys are slash-separated relative paths built by package layout; a key is never also the
-// "directory" of other keys. Metadata keys are lowercase ASCII letters and digits (the common
-// subset of S3, GCS and Azure metadata names); values are printable ASCII.
+// "directory" of other keys. Metadata keys are lowercase ASCII letters and digits starting with
+// a letter (the common subset of S3, GCS and Azure metadata names); values are printable ASCII.
 type Store interface {
 	// Put stores body under key, replacing any existing object. It returns only once the object is
 	// durable. body is rewound with Seek before each attempt, so a retry can resend it.
@@ -148,8 +148,8 @@ func Size(body io.ReadSeeker) (int64, error) {
 // CheckMetadata reports whether meta uses only keys and values every backend can store.
 func CheckMetadata(meta map[string]string) error {
 	for k, v := range meta {
-		if k == "" || strings.IndexFunc(k, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) >= 0 {
-			return fmt.Errorf("%w: metadata key %q: use lowercase letters and digits only", ErrInvalid, k)
+		if k == "" || k[0] < 'a' || k[0] > 'z' || strings.IndexFunc(k, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') }) >= 0 {
+			return fmt.Errorf("%w: metadata key %q: use lowercase letters and digits, starting with a letter", ErrInvalid, k)
 		}
 		if strings.IndexFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
 			return fmt.Errorf("%w: metadata %s: value must be printable ASCII", ErrInvalid, k)
