@@ -15,7 +15,9 @@ import (
 
 // RetryPolicy bounds how a Retry store retries. The zero value gets the defaults below.
 type RetryPolicy struct {
-	// Attempts is the most tries of one operation (default 8).
+	// Attempts is the most tries of one operation. Left zero, it is 8 when MaxElapsed is also
+	// zero, and otherwise derived from MaxElapsed (see attemptsFor) so that the tries cannot run
+	// out before MaxElapsed has passed: a --retry-for of ten minutes means ten minutes.
 	Attempts int
 	// MaxElapsed stops retrying once this much time has passed since the first try (default 2m).
 	MaxElapsed time.Duration
@@ -31,17 +33,21 @@ type RetryPolicy struct {
 }
 
 func (p RetryPolicy) withDefaults() RetryPolicy {
-	if p.Attempts <= 0 {
-		p.Attempts = 8
-	}
-	if p.MaxElapsed <= 0 {
-		p.MaxElapsed = 2 * time.Minute
-	}
 	if p.BaseDelay <= 0 {
 		p.BaseDelay = 100 * time.Millisecond
 	}
 	if p.MaxDelay <= 0 {
 		p.MaxDelay = 10 * time.Second
+	}
+	switch {
+	case p.Attempts > 0:
+	case p.MaxElapsed > 0:
+		p.Attempts = attemptsFor(p.MaxElapsed, p.BaseDelay, p.MaxDelay)
+	default:
+		p.Attempts = 8
+	}
+	if p.MaxElapsed <= 0 {
+		p.MaxElapsed = 2 * time.Minute
 	}
 	if p.IdleTimeout <= 0 {
 		p.IdleTimeout = 60 * time.Second
@@ -53,6 +59,22 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 		p.Sleep = sleepCtx
 	}
 	return p
+}
+
+// attemptsFor is the number of tries whose shortest possible backoffs (half of each delay, the
+// low end of the jitter) add up to at least maxElapsed, plus one: with real sleeps the time budget
+// always ends the retrying before the count does. The count still bounds a retry loop whose
+// sleeps were replaced (tests) or a body that keeps breaking (resumeBody).
+func attemptsFor(maxElapsed, base, maxDelay time.Duration) int {
+	n := 1
+	for total := time.Duration(0); total < maxElapsed; n++ {
+		d := base << min(n-1, 20)
+		if d > maxDelay || d <= 0 {
+			d = maxDelay
+		}
+		total += d / 2
+	}
+	return n
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -113,7 +135,7 @@ func (r *retryStore) do(ctx context.Context, op, key string, try func(ctx contex
 		if attempt >= r.p.Attempts || time.Since(start) >= r.p.MaxElapsed {
 			return fmt.Errorf("%w (gave up after %d tries in %s)", err, attempt, time.Since(start).Round(time.Millisecond))
 		}
-		d := r.backoff(attempt)
+		d := min(r.backoff(attempt), r.p.MaxElapsed-time.Since(start)) // the last try lands on the deadline
 		r.p.Logger.Warn("storage retry", "store", r.inner.String(), "op", op, "key", key,
 			"attempt", attempt, "delay", d.String(), "err", err.Error())
 		if serr := r.p.Sleep(ctx, d); serr != nil {

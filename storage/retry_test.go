@@ -83,6 +83,55 @@ func TestRetryGivesUp(t *testing.T) {
 	}
 }
 
+// TestRetryForOutlastsDefaultAttempts: a MaxElapsed (--retry-for) longer than the default
+// eight tries keeps retrying until it has passed; the attempt count must not end it early.
+func TestRetryForOutlastsDefaultAttempts(t *testing.T) {
+	p := storage.RetryPolicy{MaxElapsed: 2 * time.Second, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond}
+	var calls atomic.Int32
+	f := &storage.Faulty{Store: mem.New(), Before: failFirst("put", 30, errTransient, &calls)}
+	if err := storage.Retry(f, p).Put(context.Background(), "a", strings.NewReader("x"), nil); err != nil {
+		t.Fatalf("put after 30 transient failures within --retry-for: %v (after %d tries)", err, calls.Load())
+	}
+	if got := calls.Load(); got != 31 {
+		t.Errorf("tries = %d, want 31", got)
+	}
+
+	// An outage longer than MaxElapsed: the caller gets the error once MaxElapsed has passed,
+	// not before, and not long after.
+	p.MaxElapsed = 300 * time.Millisecond
+	calls.Store(0)
+	f.Before = failFirst("stat", 1<<30, errTransient, &calls)
+	start := time.Now()
+	_, err := storage.Retry(f, p).Stat(context.Background(), "a")
+	elapsed := time.Since(start)
+	if !errors.Is(err, errTransient) {
+		t.Fatalf("stat during an outage: got %v, want the transient error", err)
+	}
+	if elapsed < p.MaxElapsed || elapsed > p.MaxElapsed+time.Second {
+		t.Errorf("gave up after %v and %d tries, want after %v", elapsed, calls.Load(), p.MaxElapsed)
+	}
+	if calls.Load() <= 8 {
+		t.Errorf("tries = %d, want more than the default 8", calls.Load())
+	}
+}
+
+// TestRetryForDefaultBackoff: with the default delays, the derived attempt count lasts at least
+// MaxElapsed even if every sleep is the shortest the jitter allows.
+func TestRetryForDefaultBackoff(t *testing.T) {
+	var slept time.Duration
+	var calls atomic.Int32
+	f := &storage.Faulty{Store: mem.New(), Before: failFirst("stat", 1<<30, errTransient, &calls)}
+	s := storage.Retry(f, storage.RetryPolicy{MaxElapsed: time.Hour,
+		Sleep: func(_ context.Context, d time.Duration) error { slept += d; return nil }})
+	if _, err := s.Stat(context.Background(), "a"); !errors.Is(err, errTransient) {
+		t.Fatalf("got %v, want the transient error", err)
+	}
+	// Backoffs are jittered within [d/2, d] and capped at 10s: at least 5s each once grown.
+	if slept < 50*time.Minute || calls.Load() < 360 {
+		t.Errorf("%d tries sleeping %v in all for a one-hour budget, want about an hour of sleeps", calls.Load(), slept)
+	}
+}
+
 func TestRetryBackoffGrows(t *testing.T) {
 	var delays []time.Duration
 	var calls atomic.Int32
