@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -53,6 +54,8 @@ type Store struct {
 	cfg    Config
 	prefix storage.Prefix
 	client *s3.Client
+	// bucketSeen is set once the service has answered for the bucket (see headNotFound).
+	bucketSeen atomic.Bool
 }
 
 // New builds the client without network I/O: credentials are resolved on the first request.
@@ -149,8 +152,9 @@ func (s *Store) put(ctx context.Context, op, key string, body io.ReadSeeker, met
 		_, err = up.Upload(ctx, in)
 	}
 	if err != nil {
-		return fmt.Errorf("s3: %s %s: %w", op, key, s.classify(err))
+		return fmt.Errorf("s3: %s %s: %w", op, key, s.classify(ctx, err))
 	}
+	s.bucketSeen.Store(true)
 	return nil
 }
 
@@ -161,8 +165,9 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.Inf
 	}
 	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.name(key))})
 	if err != nil {
-		return nil, storage.Info{}, fmt.Errorf("s3: get %s: %w", key, s.classify(err))
+		return nil, storage.Info{}, fmt.Errorf("s3: get %s: %w", key, s.classify(ctx, err))
 	}
+	s.bucketSeen.Store(true)
 	return out.Body, storage.Info{
 		Key: key, Size: aws.ToInt64(out.ContentLength), ModTime: aws.ToTime(out.LastModified), Metadata: storage.LowerKeys(out.Metadata),
 	}, nil
@@ -184,42 +189,25 @@ func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) 
 		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.name(key)), Range: aws.String(rng),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("s3: get %s %s: %w", key, rng, s.classify(err))
+		return nil, fmt.Errorf("s3: get %s %s: %w", key, rng, s.classify(ctx, err))
 	}
 	return out.Body, nil
 }
 
-// Stat implements storage.Store. HEAD answers 404 both for a missing key and a missing bucket, so
-// a 404 is confirmed with HeadBucket before it is reported as ErrNotExist.
+// Stat implements storage.Store. HEAD answers a bare 404 both for a missing key and a missing
+// bucket; classify tells them apart (see headNotFound).
 func (s *Store) Stat(ctx context.Context, key string) (storage.Info, error) {
 	if err := storage.CheckKey(key); err != nil {
 		return storage.Info{}, fmt.Errorf("s3: stat: %w", err)
 	}
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.name(key))})
 	if err != nil {
-		err = s.classify(err)
-		if errors.Is(err, storage.ErrNotExist) {
-			if berr := s.checkBucket(ctx); berr != nil {
-				err = berr
-			}
-		}
-		return storage.Info{}, fmt.Errorf("s3: stat %s: %w", key, err)
+		return storage.Info{}, fmt.Errorf("s3: stat %s: %w", key, s.classify(ctx, err))
 	}
+	s.bucketSeen.Store(true)
 	return storage.Info{
 		Key: key, Size: aws.ToInt64(out.ContentLength), ModTime: aws.ToTime(out.LastModified), Metadata: storage.LowerKeys(out.Metadata),
 	}, nil
-}
-
-func (s *Store) checkBucket(ctx context.Context) error {
-	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)})
-	if err == nil {
-		return nil
-	}
-	err = s.classify(err)
-	if errors.Is(err, storage.ErrNotExist) {
-		return fmt.Errorf("%w: bucket %s", storage.ErrNoContainer, s.cfg.Bucket)
-	}
-	return err
 }
 
 // List implements storage.Store.
@@ -229,8 +217,9 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) e
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("s3: list %q: %w", prefix, s.classify(err))
+			return fmt.Errorf("s3: list %q: %w", prefix, s.classify(ctx, err))
 		}
+		s.bucketSeen.Store(true)
 		for _, o := range page.Contents {
 			k, ok := s.prefix.Key(aws.ToString(o.Key))
 			if !ok {
@@ -252,15 +241,71 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	}
 	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(s.name(key))})
 	if err != nil {
-		return fmt.Errorf("s3: delete %s: %w", key, s.classify(err))
+		return fmt.Errorf("s3: delete %s: %w", key, s.classify(ctx, err))
 	}
 	return nil
 }
 
+// errBare404 marks a 404 that carried no S3 error code where S3 always sends one (every request
+// but HEAD): something other than S3 answered, so it says nothing about the object.
+var errBare404 = errors.New("the server answered 404 without an S3 error code (NoSuchKey or NoSuchBucket), " +
+	"so it did not come from S3: check endpoint= and force_path_style= in the storage URL, and any proxy or gateway in front of the store")
+
+// errHeadNotFound marks HEAD's bodyless 404, which S3 sends for a missing key and a missing
+// bucket alike; classify resolves it with headNotFound.
+var errHeadNotFound = errors.New("HEAD answered 404")
+
 // classify is the one place SDK errors become storage sentinels. The SDK error stays wrapped so
-// its message (request id, status) reaches the log.
-func (s *Store) classify(err error) error {
-	var sentinel error
+// its message (request id, status) reaches the log. ErrNotExist comes only from an explicit
+// NoSuchKey, or from HEAD's 404 once the bucket is known to exist: walship must never report
+// "not found" for an archive it could not read (it would end PostgreSQL's recovery early).
+func (s *Store) classify(ctx context.Context, err error) error {
+	switch sentinel := sentinelOf(err); sentinel {
+	case nil:
+		return err
+	case errHeadNotFound:
+		if herr := s.headNotFound(ctx); herr != storage.ErrNotExist {
+			return herr // it carries the bucket check's answer, which says more than HEAD's
+		}
+		return fmt.Errorf("%w: %w", storage.ErrNotExist, err)
+	case storage.ErrNoContainer:
+		return s.noBucket(err)
+	default:
+		return fmt.Errorf("%w: %w", sentinel, err)
+	}
+}
+
+func (s *Store) noBucket(err error) error {
+	return fmt.Errorf("%w: bucket %s (create it, or fix the bucket name in the storage URL): %w", storage.ErrNoContainer, s.cfg.Bucket, err)
+}
+
+// headNotFound decides what a HEAD 404 means. The first time, it lists the store's prefix with
+// MaxKeys=1: S3 answers that with an explicit NoSuchBucket for a missing bucket, and it needs only
+// the permission walship's List already needs (HeadBucket wants s3:ListBucket on the whole bucket,
+// which a policy scoped to the prefix refuses). Once the bucket has answered — here or in any
+// successful request — later HEAD 404s cost nothing extra: a bucket does not vanish under a
+// running archiver, and if it did, Get and Put would still report it (they get NoSuchBucket).
+func (s *Store) headNotFound(ctx context.Context) error {
+	if s.bucketSeen.Load() {
+		return storage.ErrNotExist
+	}
+	_, err := s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+		Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(s.prefix.ListName("")), MaxKeys: aws.Int32(1),
+	})
+	if err == nil {
+		s.bucketSeen.Store(true)
+		return storage.ErrNotExist
+	}
+	if sentinel := sentinelOf(err); sentinel == storage.ErrNoContainer {
+		return s.noBucket(err)
+	} else if sentinel != nil {
+		err = fmt.Errorf("%w: %w", sentinel, err)
+	}
+	return fmt.Errorf("HEAD answered 404 and the bucket could not be checked: %w", err)
+}
+
+// sentinelOf maps an SDK error to a storage sentinel, errHeadNotFound or errBare404, or nil.
+func sentinelOf(err error) error {
 	var nsk *types.NoSuchKey
 	var nf *types.NotFound
 	var nsb *types.NoSuchBucket
@@ -268,41 +313,42 @@ func (s *Store) classify(err error) error {
 	var resp *awshttp.ResponseError
 	switch {
 	case errors.As(err, &nsb):
-		sentinel = storage.ErrNoContainer
-	case errors.As(err, &nsk), errors.As(err, &nf):
-		sentinel = storage.ErrNotExist
+		return storage.ErrNoContainer
+	case errors.As(err, &nsk):
+		return storage.ErrNotExist
+	case errors.As(err, &nf):
+		return errHeadNotFound
 	case errors.As(err, &api):
 		switch api.ErrorCode() {
 		case "NoSuchBucket":
-			sentinel = storage.ErrNoContainer
-		case "NoSuchKey", "NotFound":
-			sentinel = storage.ErrNotExist
+			return storage.ErrNoContainer
+		case "NoSuchKey":
+			return storage.ErrNotExist
+		case "NotFound": // the SDK's name for a 404 whose body had no code
+			return errBare404
 		case "PreconditionFailed", "ConditionalRequestConflict":
-			sentinel = storage.ErrExist
+			return storage.ErrExist
 		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
 			"InvalidToken", "ExpiredToken", "AllAccessDisabled", "AccountProblem":
-			sentinel = storage.ErrPermission
+			return storage.ErrPermission
 		case "XAmzContentSHA256Mismatch", "XAmzContentChecksumMismatch", "BadDigest", "InvalidDigest":
-			sentinel = storage.ErrIntegrity
+			return storage.ErrIntegrity
 		}
 	}
 	// The SDK has no error type for a credential chain that found nothing; its auth middleware
 	// wraps the failure as "get identity: ...".
-	if sentinel == nil && strings.Contains(err.Error(), "get identity: ") {
-		sentinel = storage.ErrCredentials
+	if strings.Contains(err.Error(), "get identity: ") {
+		return storage.ErrCredentials
 	}
-	if sentinel == nil && errors.As(err, &resp) {
+	if errors.As(err, &resp) {
 		switch resp.HTTPStatusCode() {
-		case http.StatusNotFound:
-			sentinel = storage.ErrNotExist
+		case http.StatusNotFound: // a 404 whose body was not even S3's XML
+			return errBare404
 		case http.StatusUnauthorized, http.StatusForbidden:
-			sentinel = storage.ErrPermission
+			return storage.ErrPermission
 		case http.StatusPreconditionFailed:
-			sentinel = storage.ErrExist
+			return storage.ErrExist
 		}
 	}
-	if sentinel == nil {
-		return err
-	}
-	return fmt.Errorf("%w: %w", sentinel, err)
+	return nil
 }
