@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-
 	"strings"
 	"syscall"
 	"testing"
@@ -51,12 +50,12 @@ func damage(t *testing.T, st storage.Store, key string, f func([]byte) []byte) {
 
 // TestCorruptionDetected damages random archived objects in several ways; every wal-fetch of a
 // damaged one must fail without touching %p, verify must name every one, and the others must
-// still restore.
+// still restore, byte for byte. The counts are reported as FIGURES.
 func TestCorruptionDetected(t *testing.T) {
 	for _, mk := range []func(*testing.T) target{fileTarget, s3Target} {
 		tg := mk(t)
 		t.Run(tg.name, func(t *testing.T) {
-			_, names := archivedCluster(t, tg, 6)
+			pg, names := archivedCluster(t, tg, 8) // 5 to damage, 3 to restore intact
 			st := tg.store(t)
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 			frames := map[string][]byte{}
@@ -93,28 +92,51 @@ func TestCorruptionDetected(t *testing.T) {
 			data := t.TempDir()
 			os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
 			dest := filepath.Join(data, "pg_wal", "RECOVERYXLOG")
+			var fig figures
+			fig.faults = len(damaged)
 			for _, n := range names {
 				os.WriteFile(dest, []byte("previous content"), 0o600)
 				code, out := run(t, tg, data, "wal-fetch", "--prefetch", "0", "--retry-for", "1s", n, "pg_wal/RECOVERYXLOG")
+				fig.ops++
 				got, _ := os.ReadFile(dest)
 				if kind, bad := damaged[n]; bad {
+					if code == 0 || string(got) != "previous content" {
+						fig.wrong++
+					}
 					if code != 200 || string(got) != "previous content" {
 						t.Errorf("%s (%s): exit %d, %%p changed=%v; want 200 and %%p untouched: %s", n, kind, code, string(got) != "previous content", out)
 					}
-				} else if code != 0 {
+					continue
+				}
+				src, err := os.ReadFile(filepath.Join(pg.DataDir, "pg_wal", n))
+				switch {
+				case err != nil:
+					t.Fatalf("source of %s: %v", n, err)
+				case code != 0:
+					fig.lost++
 					t.Errorf("undamaged %s: exit %d: %s", n, code, out)
+				case !bytes.Equal(got, src):
+					fig.wrong++
+					t.Errorf("undamaged %s: exit 0, but the restored bytes differ from pg_wal's", n)
+				default:
+					fig.verified++
 				}
 			}
 			code, out := run(t, tg, data, "verify")
+			fig.ops++
+			unreported := 0
 			for n, kind := range damaged {
 				if !strings.Contains(out, "CORRUPT "+n) {
+					unreported++
 					t.Errorf("verify did not report %s (%s):\n%s", n, kind, out)
 				}
 			}
 			if code != 1 || !strings.Contains(out, fmt.Sprintf("%d failed", len(damaged))) {
 				t.Errorf("verify: exit %d, want 1 with %d failures:\n%s", code, len(damaged), out)
 			}
-			t.Logf("faults injected %d (%v), fetches %d, refused %d, wrong successes 0", len(damaged), damaged, len(names), len(damaged))
+			fig.wrong += unreported // verify passing a damaged object is a wrong success too
+			fig.note = fmt.Sprintf("damage %v; verify reported %d of %d damaged", damaged, len(damaged)-unreported, len(damaged))
+			fig.report(t)
 		})
 	}
 }
