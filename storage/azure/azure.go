@@ -289,13 +289,22 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// classify is the one place SDK errors become storage sentinels.
+// errBare404 marks a 404 without the x-ms-error-code header the service sends with every error
+// (HEAD included): something other than Azure answered, so it says nothing about the blob.
+var errBare404 = errors.New("the server answered 404 without an Azure error code (BlobNotFound or ContainerNotFound), " +
+	"so it did not come from Azure Blob Storage: check endpoint= (or the connection string's BlobEndpoint) and any proxy or gateway in front of the store")
+
+// classify is the one place SDK errors become storage sentinels. ErrNotExist comes only from the
+// service's explicit BlobNotFound, which it sends on HEAD too (in x-ms-error-code): walship must
+// never report "not found" for an archive it could not read (it would end PostgreSQL's recovery
+// early), so ContainerNotFound, any other 404 code and a 404 without a code are errors.
 func (s *Store) classify(err error) error {
 	var sentinel error
 	var re *azcore.ResponseError
 	switch {
 	case bloberror.HasCode(err, bloberror.ContainerNotFound, bloberror.ContainerBeingDeleted):
-		sentinel = storage.ErrNoContainer
+		return fmt.Errorf("%w: container %s (create it, or fix the container name in the storage URL): %w",
+			storage.ErrNoContainer, s.cfg.Container, err)
 	case bloberror.HasCode(err, bloberror.BlobNotFound):
 		sentinel = storage.ErrNotExist
 	case bloberror.HasCode(err, bloberror.BlobAlreadyExists, bloberror.ConditionNotMet):
@@ -309,8 +318,8 @@ func (s *Store) classify(err error) error {
 		switch {
 		case re.StatusCode == http.StatusBadRequest && strings.Contains(strings.ToLower(re.Error()), "md5"):
 			sentinel = storage.ErrIntegrity // Azurite answers InvalidOperation here
-		case re.StatusCode == http.StatusNotFound:
-			sentinel = storage.ErrNotExist
+		case re.StatusCode == http.StatusNotFound && re.ErrorCode == "":
+			sentinel = errBare404
 		case re.StatusCode == http.StatusUnauthorized || re.StatusCode == http.StatusForbidden:
 			sentinel = storage.ErrPermission
 		}
