@@ -164,7 +164,7 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, storage.Inf
 	}
 	r, err := obj.Generation(a.Generation).NewReader(ctx)
 	if err != nil {
-		return nil, storage.Info{}, fmt.Errorf("gcs: get %s: %w", key, s.classify(ctx, err, false))
+		return nil, storage.Info{}, fmt.Errorf("gcs: get %s: %w", key, s.downloadErr(ctx, obj, err))
 	}
 	s.bucketExists.Store(true)
 	return r, storage.Info{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: storage.LowerKeys(a.Metadata)}, nil
@@ -178,9 +178,10 @@ func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) 
 	if length == 0 {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
-	r, err := s.bucket.Object(s.name(key)).NewRangeReader(ctx, offset, length)
+	obj := s.bucket.Object(s.name(key))
+	r, err := obj.NewRangeReader(ctx, offset, length)
 	if err != nil {
-		return nil, fmt.Errorf("gcs: get %s at %d: %w", key, offset, s.classify(ctx, err, false))
+		return nil, fmt.Errorf("gcs: get %s at %d: %w", key, offset, s.downloadErr(ctx, obj, err))
 	}
 	return r, nil
 }
@@ -194,6 +195,7 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.Info, error) {
 	if err != nil {
 		return storage.Info{}, fmt.Errorf("gcs: stat %s: %w", key, s.classify(ctx, err, false))
 	}
+	s.bucketExists.Store(true)
 	return storage.Info{Key: key, Size: a.Size, ModTime: a.Updated, Metadata: storage.LowerKeys(a.Metadata)}, nil
 }
 
@@ -234,26 +236,38 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// classify is the one place SDK errors become storage sentinels. A 404 on an object request is
-// only reported as ErrNotExist once the bucket is known to exist: with JSON reads the SDK
-// reports a missing bucket as a missing object, and "not found" must never stand in for "could
-// not read the archive". write is true for requests where a 404 can only mean the bucket.
+// errBare404 marks a 404 without the JSON error GCS sends with every API error: something other
+// than GCS answered, so it says nothing about the object.
+var errBare404 = errors.New("the server answered 404 without a GCS error (reason notFound), " +
+	"so it did not come from Cloud Storage: check endpoint= (or STORAGE_EMULATOR_HOST) and any proxy or gateway in front of the store")
+
+// classify is the one place SDK errors become storage sentinels. ErrNotExist needs both a 404
+// that GCS itself explained (a JSON error with reason notFound) and a bucket known to exist: GCS
+// (and fake-gcs-server) answers a missing bucket and a missing object with the same 404 on object
+// requests, and "not found" must never stand in for "could not read the archive" (it would end
+// PostgreSQL's recovery early). write is true for requests where a 404 can only mean the bucket.
+// Downloads carry no JSON error and go through downloadErr.
 func (s *Store) classify(ctx context.Context, err error, write bool) error {
 	var sentinel error
 	var gerr *googleapi.Error
 	switch {
+	case errors.As(err, &gerr) && gerr.Code == http.StatusNotFound:
+		switch {
+		case !explained(gerr):
+			sentinel = errBare404
+		case write || errors.Is(err, gs.ErrBucketNotExist):
+			return s.noBucket(err)
+		default:
+			if sentinel = s.notFound(ctx); sentinel != storage.ErrNotExist {
+				return sentinel // it carries the bucket check's answer
+			}
+		}
 	case errors.Is(err, gs.ErrBucketNotExist):
-		sentinel = storage.ErrNoContainer
-	case errors.Is(err, gs.ErrObjectNotExist):
-		sentinel = s.notFound(ctx)
+		return s.noBucket(err)
+	case errors.Is(err, gs.ErrObjectNotExist): // a download's 404, whose body the SDK dropped
+		sentinel = errBare404
 	case errors.As(err, &gerr):
 		switch gerr.Code {
-		case http.StatusNotFound:
-			if write {
-				sentinel = storage.ErrNoContainer
-			} else {
-				sentinel = s.notFound(ctx)
-			}
 		case http.StatusPreconditionFailed, http.StatusConflict:
 			sentinel = storage.ErrExist
 		case http.StatusUnauthorized, http.StatusForbidden:
@@ -273,6 +287,35 @@ func (s *Store) classify(ctx context.Context, err error, write bool) error {
 	return fmt.Errorf("%w: %w", sentinel, err)
 }
 
+// explained reports whether a 404 carried GCS's own JSON error.
+func explained(e *googleapi.Error) bool {
+	for _, item := range e.Errors {
+		if item.Reason == "notFound" {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Store) noBucket(err error) error {
+	return fmt.Errorf("%w: bucket %s (create it, or fix the bucket name in the storage URL): %w", storage.ErrNoContainer, s.cfg.Bucket, err)
+}
+
+// downloadErr classifies a failed download. A download's 404 has no JSON error (the XML API's
+// body is dropped by the SDK, the JSON API's media answer is plain text), so it is checked
+// against the object's metadata, one extra request on a miss only: absent there is ErrNotExist,
+// present means the 404 came from something else (a proxy, or a generation replaced meanwhile,
+// which a retry reads afresh).
+func (s *Store) downloadErr(ctx context.Context, obj *gs.ObjectHandle, err error) error {
+	if !errors.Is(err, gs.ErrObjectNotExist) {
+		return s.classify(ctx, err, false)
+	}
+	if _, aerr := obj.Attrs(ctx); aerr != nil {
+		return s.classify(ctx, aerr, false)
+	}
+	return fmt.Errorf("%w: the object's metadata is readable but its download answered 404: %w", errBare404, err)
+}
+
 // notFound confirms a 404 is about the object, asking for the bucket once per Store.
 func (s *Store) notFound(ctx context.Context) error {
 	if s.bucketExists.Load() {
@@ -284,7 +327,11 @@ func (s *Store) notFound(ctx context.Context) error {
 		s.bucketExists.Store(true)
 		return storage.ErrNotExist
 	case errors.Is(err, gs.ErrBucketNotExist):
-		return fmt.Errorf("%w: bucket %s", storage.ErrNoContainer, s.cfg.Bucket)
+		var gerr *googleapi.Error
+		if errors.As(err, &gerr) && !explained(gerr) {
+			return fmt.Errorf("%w: %w", errBare404, err)
+		}
+		return s.noBucket(err)
 	}
 	return fmt.Errorf("object not found, and the bucket could not be checked: %w", err)
 }
