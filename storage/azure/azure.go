@@ -42,6 +42,8 @@ type Config struct {
 	// BlockThreshold: bodies above it are staged in blocks of BlockSize (defaults 256 MiB and
 	// 16 MiB); at or below it, one Put Blob.
 	BlockThreshold, BlockSize int64
+	// PageSize is the most blobs one List request asks for; 0 keeps the service's (5000).
+	PageSize int
 }
 
 // Store is an Azure container (and blob name prefix).
@@ -254,7 +256,11 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.Info, error) {
 // List implements storage.Store.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) error) error {
 	full := s.prefix.ListName(prefix)
-	pager := s.container.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: &full})
+	opts := &container.ListBlobsFlatOptions{Prefix: &full}
+	if s.cfg.PageSize > 0 {
+		opts.MaxResults = to.Ptr(int32(min(s.cfg.PageSize, 5000)))
+	}
+	pager := s.container.NewListBlobsFlatPager(opts)
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {

@@ -15,19 +15,23 @@ import (
 	"github.com/walship/walship/testenv"
 )
 
+// listPage is the conformance suite's list page size: small, so 1050 keys take 11 pages.
+const listPage = 100
+
 func TestConformanceAzurite(t *testing.T) {
 	srv := testenv.Azurite(t)
 	newStore := func(t *testing.T, hc *http.Client) storage.Store {
 		s, err := azure.New(context.Background(), azure.Config{Container: srv.NewContainer(t), Prefix: "suite",
-			ConnectionString: srv.ConnectionString, HTTPClient: hc})
+			ConnectionString: srv.ConnectionString, HTTPClient: hc, PageSize: listPage})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
 	storagetest.Run(t, storagetest.Options{
-		New: func(t *testing.T) storage.Store { return newStore(t, &http.Client{}) },
-		NewCorrupting: func(t *testing.T, rt http.RoundTripper) storage.Store {
+		New:      func(t *testing.T) storage.Store { return newStore(t, &http.Client{}) },
+		PageSize: listPage,
+		NewHTTP: func(t *testing.T, rt http.RoundTripper) storage.Store {
 			return newStore(t, &http.Client{Transport: rt})
 		},
 	})

@@ -36,6 +36,9 @@ type Config struct {
 	// ChunkSize is the resumable-upload chunk; smaller bodies go in one request, where the server
 	// checks the CRC32C and MD5 sent with them (default 16 MiB).
 	ChunkSize int
+	// PageSize is the most objects one List request asks for; 0 keeps the server's (1000 on GCS,
+	// everything at once on fake-gcs-server).
+	PageSize int
 }
 
 // Store is a GCS bucket (and name prefix).
@@ -207,6 +210,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) e
 		return err
 	}
 	it := s.bucket.Objects(ctx, q)
+	it.PageInfo().MaxSize = s.cfg.PageSize
 	for {
 		a, err := it.Next()
 		if errors.Is(err, iterator.Done) {

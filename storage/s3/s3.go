@@ -47,6 +47,8 @@ type Config struct {
 	// HTTPClient replaces the SDK's HTTP client (tests inject faults; custom CA bundles).
 	HTTPClient *http.Client
 	PartSize   int64
+	// PageSize is the most keys one List request asks for; 0 keeps the service's (1000).
+	PageSize int
 }
 
 // Store is an S3 bucket (and key prefix).
@@ -213,7 +215,11 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.Info, error) {
 // List implements storage.Store.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.Info) error) error {
 	full := s.prefix.ListName(prefix)
-	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(full)})
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(full)}
+	if s.cfg.PageSize > 0 {
+		in.MaxKeys = aws.Int32(int32(min(s.cfg.PageSize, 1000)))
+	}
+	p := s3.NewListObjectsV2Paginator(s.client, in)
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {

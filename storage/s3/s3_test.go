@@ -13,6 +13,9 @@ import (
 	"github.com/walship/walship/testenv"
 )
 
+// listPage is the conformance suite's list page size: small, so 1050 keys take 11 pages.
+const listPage = 100
+
 func TestConformanceMinIO(t *testing.T) {
 	srv := testenv.MinIO(t)
 	bucket := srv.NewBucket(t)
@@ -22,7 +25,7 @@ func TestConformanceMinIO(t *testing.T) {
 		s, err := s3.New(context.Background(), s3.Config{
 			Bucket: bucket, Prefix: "suite/" + string(rune('a'+n%26)) + t.Name(), Region: srv.Region,
 			Endpoint: srv.Endpoint, PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
-			HTTPClient: hc, PartSize: 8 << 20,
+			HTTPClient: hc, PartSize: 8 << 20, PageSize: listPage,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -30,8 +33,9 @@ func TestConformanceMinIO(t *testing.T) {
 		return s
 	}
 	storagetest.Run(t, storagetest.Options{
-		New: func(t *testing.T) storage.Store { return newStore(t, &http.Client{}) },
-		NewCorrupting: func(t *testing.T, rt http.RoundTripper) storage.Store {
+		New:      func(t *testing.T) storage.Store { return newStore(t, &http.Client{}) },
+		PageSize: listPage,
+		NewHTTP: func(t *testing.T, rt http.RoundTripper) storage.Store {
 			return newStore(t, &http.Client{Transport: rt})
 		},
 	})

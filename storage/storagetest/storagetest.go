@@ -25,11 +25,16 @@ import (
 type Options struct {
 	// New returns an empty store; each call must give a fresh namespace (a new prefix or bucket).
 	New func(t *testing.T) storage.Store
-	// NewCorrupting, if set, returns a store on a fresh namespace whose HTTP transport flips one
-	// byte of every upload body after the SDK computed its checksums (see CorruptingTransport).
-	// The suite then requires the upload to fail and no object to appear.
-	NewCorrupting func(t *testing.T, rt http.RoundTripper) storage.Store
-	// ListKeys is the number of keys the paging test lists; it must exceed the backend's page size.
+	// NewHTTP, for backends that speak HTTP, returns a store like New's whose requests all go
+	// through rt. The suite uses it to corrupt upload bodies after the SDK computed its checksums
+	// (see CorruptingTransport), requiring the upload to fail and no object to appear, and to
+	// count the requests of a paged listing.
+	NewHTTP func(t *testing.T, rt http.RoundTripper) storage.Store
+	// PageSize is the page size the stores of New and NewHTTP list with (their config's page
+	// size knob). With NewHTTP it is required: the paging test then proves that a listing of
+	// ListKeys keys took ListKeys/PageSize requests, rounded up, and still saw every key once.
+	PageSize int
+	// ListKeys is the number of keys the paging test lists (1050 by default).
 	ListKeys int
 	// LargeSize is the size of the large round-trip object (64 MiB by default).
 	LargeSize int
@@ -54,7 +59,7 @@ func Run(t *testing.T, o Options) {
 	t.Run("Delete", func(t *testing.T) { testDelete(t, o) })
 	t.Run("GetRange", func(t *testing.T) { testGetRange(t, o) })
 	t.Run("Overwrite", func(t *testing.T) { testOverwrite(t, o) })
-	if o.NewCorrupting != nil {
+	if o.NewHTTP != nil {
 		t.Run("CorruptInTransit", func(t *testing.T) { testCorrupt(t, o) })
 	}
 }
@@ -312,6 +317,14 @@ func testList(t *testing.T, o Options) {
 
 func testListPaging(t *testing.T, o Options) {
 	s := o.New(t)
+	var rt *countingTransport
+	if o.NewHTTP != nil {
+		if o.PageSize <= 0 || o.PageSize >= o.ListKeys {
+			t.Fatalf("PageSize %d: set a page size below ListKeys (%d) so paging is proven", o.PageSize, o.ListKeys)
+		}
+		rt = &countingTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
+		s = o.NewHTTP(t, rt)
+	}
 	want := make([]string, o.ListKeys)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
@@ -332,7 +345,15 @@ func testListPaging(t *testing.T, o Options) {
 			t.Fatal(err)
 		}
 	}
+	if rt != nil {
+		rt.n.Store(0)
+	}
 	got := listKeys(t, s, "page/")
+	if rt != nil {
+		if pages, want := int(rt.n.Load()), (o.ListKeys+o.PageSize-1)/o.PageSize; pages != want {
+			t.Errorf("list of %d keys with page size %d: %d requests, want %d", o.ListKeys, o.PageSize, pages, want)
+		}
+	}
 	if !sort.StringsAreSorted(got) {
 		t.Errorf("list not sorted")
 	}
@@ -401,7 +422,7 @@ func testOverwrite(t *testing.T, o Options) {
 
 func testCorrupt(t *testing.T, o Options) {
 	rt := &CorruptingTransport{Base: http.DefaultTransport.(*http.Transport).Clone(), MinBody: 4096}
-	s := o.NewCorrupting(t, rt)
+	s := o.NewHTTP(t, rt)
 	data := Random(64 << 10)
 	for _, op := range []string{"put", "create"} {
 		key := "corrupt/" + op
@@ -424,6 +445,17 @@ func testCorrupt(t *testing.T, o Options) {
 			t.Errorf("%s: error %v does not wrap storage.ErrIntegrity", op, err)
 		}
 	}
+}
+
+// countingTransport counts the requests that pass through it.
+type countingTransport struct {
+	base http.RoundTripper
+	n    atomic.Int32
+}
+
+func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.base.RoundTrip(req)
 }
 
 // CorruptingTransport flips the middle byte of every request body of at least MinBody bytes (and
