@@ -372,7 +372,9 @@ func (p *Pusher) fetchOrCreateIdentity(ctx context.Context, hdr walfile.PageHead
 	return ReadIdentity(ctx, p.cfg.Store)
 }
 
-// ReadIdentity returns the archive's recorded identity.
+// ReadIdentity returns the archive's recorded identity. A record without a system identifier or
+// with an impossible segment size is reported as damaged: accepting it would make every later
+// push fail with a misleading "segment size differs" instead of naming the damaged record.
 func ReadIdentity(ctx context.Context, st storage.Store) (*Identity, error) {
 	rc, _, err := st.Get(ctx, layout.ClusterKey)
 	if err != nil {
@@ -380,8 +382,11 @@ func ReadIdentity(ctx context.Context, st storage.Store) (*Identity, error) {
 	}
 	defer rc.Close()
 	var id Identity
-	if err := json.NewDecoder(io.LimitReader(rc, 1<<16)).Decode(&id); err != nil || id.SystemID == 0 {
+	if err := json.NewDecoder(io.LimitReader(rc, 1<<16)).Decode(&id); err != nil {
 		return nil, fmt.Errorf("archive identity %s is damaged: %v", layout.ClusterKey, err)
+	}
+	if id.SystemID == 0 || !walfile.ValidSegSize(id.SegSize) {
+		return nil, fmt.Errorf("archive identity %s is damaged: system %d, segment size %d", layout.ClusterKey, id.SystemID, id.SegSize)
 	}
 	return &id, nil
 }
