@@ -88,7 +88,8 @@ type Identity struct {
 	Format   int    `json:"format"`
 }
 
-// Push archives the file at path (PostgreSQL's %p, relative to the data directory or absolute)
+// Push archives the file at path (PostgreSQL's %p, relative to the data directory, the working
+// directory)
 // and, alongside it, up to Parallel-1 other ready files. Only the requested file decides the
 // result; the others are recorded with markers so PostgreSQL's later calls for them are cheap.
 func (p *Pusher) Push(ctx context.Context, path string) error {
@@ -122,10 +123,22 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 	return err
 }
 
-// checkPath refuses paths that could not come from PostgreSQL's %p.
+// maxPath bounds %p: PostgreSQL's is "pg_wal/" and a file name, far below PATH_MAX.
+const maxPath = 4096
+
+// checkPath refuses paths that could not come from PostgreSQL's %p, which is always relative to
+// the data directory (archive_command runs there): an absolute or escaping path means walship
+// was called by something else, and reading it would archive whatever it names.
 func checkPath(path string) error {
-	if path == "" || strings.ContainsRune(path, 0) || len(path) > 4096 {
-		return fmt.Errorf("%w: invalid path %q", ErrBadFile, path)
+	switch {
+	case path == "":
+		return fmt.Errorf("%w: empty path", ErrBadFile)
+	case len(path) > maxPath:
+		return fmt.Errorf("%w: path of %d bytes is too long (at most %d)", ErrBadFile, len(path), maxPath)
+	case strings.ContainsRune(path, 0):
+		return fmt.Errorf("%w: path %q contains a NUL byte", ErrBadFile, path)
+	case filepath.IsAbs(path):
+		return fmt.Errorf("%w: path %q is absolute; PostgreSQL passes %%p relative to the data directory", ErrBadFile, path)
 	}
 	for _, el := range strings.Split(filepath.ToSlash(path), "/") {
 		if el == ".." {

@@ -175,11 +175,11 @@ func TestHistoryNeverOverwritten(t *testing.T) {
 func TestForeignCluster(t *testing.T) {
 	ctx := context.Background()
 	st := mem.New()
-	wal1, wal2 := waltest.WALDir(t), waltest.WALDir(t)
-	if err := newPusher(t, st, t.TempDir(), 1).Push(ctx, waltest.WriteSegment(t, wal1, 1, 1, seg, 111)); err != nil {
+	// Each WALDir changes into its own data directory, as each cluster's archive_command runs in its own.
+	if err := newPusher(t, st, t.TempDir(), 1).Push(ctx, waltest.WriteSegment(t, waltest.WALDir(t), 1, 1, seg, 111)); err != nil {
 		t.Fatal(err)
 	}
-	err := newPusher(t, st, t.TempDir(), 1).Push(ctx, waltest.WriteSegment(t, wal2, 1, 9, seg, 222))
+	err := newPusher(t, st, t.TempDir(), 1).Push(ctx, waltest.WriteSegment(t, waltest.WALDir(t), 1, 9, seg, 222))
 	if !errors.Is(err, archive.ErrForeignCluster) || !strings.Contains(err.Error(), "222") || !strings.Contains(err.Error(), "111") {
 		t.Fatalf("push from another system: got %v, want ErrForeignCluster naming both systems", err)
 	}
@@ -202,9 +202,12 @@ func TestBadFiles(t *testing.T) {
 	os.WriteFile(short, data[:seg/2], 0o600)
 	notWAL := filepath.Join(wal, walfile.SegmentName(1, 10, seg))
 	os.WriteFile(notWAL, bytes.Repeat([]byte("x"), seg), 0o600)
-	for _, path := range []string{wrongName, short, notWAL, filepath.Join(wal, "foo.txt"), filepath.Join(wal, "../pg_wal/x/../../etc"), ""} {
+	abs, _ := filepath.Abs(good)
+	escaping := []string{abs, "pg_wal/../../" + filepath.Base(good), "../data/" + good, good + "\x00",
+		"pg_wal/" + strings.Repeat("0", 5000), ""}
+	for _, path := range append([]string{wrongName, short, notWAL, filepath.Join(wal, "foo.txt")}, escaping...) {
 		if err := p.Push(ctx, path); !errors.Is(err, archive.ErrBadFile) {
-			t.Errorf("push %q: got %v, want ErrBadFile", path, err)
+			t.Errorf("push %.80q: got %v, want ErrBadFile", path, err)
 		}
 	}
 	if err := p.Push(ctx, filepath.Join(wal, walfile.SegmentName(1, 20, seg))); err == nil || errors.Is(err, archive.ErrBadFile) {

@@ -76,10 +76,22 @@ func CheckName(name string) error {
 	return fmt.Errorf("%q is not a WAL segment, .history, .partial or .backup file name", name)
 }
 
-// CheckDest refuses a %p that could not come from PostgreSQL.
+// maxDest bounds %p: PostgreSQL's is "pg_wal/RECOVERYXLOG" or similar, far below PATH_MAX.
+const maxDest = 4096
+
+// CheckDest refuses a %p that could not come from PostgreSQL, which always passes it relative to
+// the data directory (restore_command runs there): an absolute or escaping path would let a
+// caller other than PostgreSQL have WAL written over any file.
 func CheckDest(dest string) error {
-	if dest == "" || strings.ContainsRune(dest, 0) || len(dest) > 4096 || strings.HasSuffix(dest, "/") {
+	switch {
+	case dest == "" || strings.HasSuffix(dest, "/"):
 		return fmt.Errorf("invalid destination path %q", dest)
+	case len(dest) > maxDest:
+		return fmt.Errorf("destination path of %d bytes is too long (at most %d)", len(dest), maxDest)
+	case strings.ContainsRune(dest, 0):
+		return fmt.Errorf("destination path %q contains a NUL byte", dest)
+	case filepath.IsAbs(dest):
+		return fmt.Errorf("destination path %q is absolute; PostgreSQL passes %%p relative to the data directory", dest)
 	}
 	for _, el := range strings.Split(filepath.ToSlash(dest), "/") {
 		if el == ".." {

@@ -38,15 +38,26 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"wal-push", "--parallel", "0", "--storage", "file:///tmp", "x"}, 2, "", "--parallel 0", true},
 		{[]string{"wal-push", "--compression", "brotli", "--storage", "file:///tmp", "x"}, 2, "", "unknown compression", true},
 		{[]string{"wal-push", "--storage", "ftp://x", "pg_wal/000000010000000000000001"}, 2, "", `unknown scheme "ftp"`, true},
+		// %p is relative to the data directory; anything that escapes it is refused (exit 2).
+		// Paths and storage that do not exist, so that a regression cannot archive a real file.
+		{[]string{"wal-push", "--storage", "file:///nonexistent-walship", "/nonexistent-walship/pg_wal/000000010000000000000001"}, 2, "", "is absolute", true},
+		{[]string{"wal-push", "--storage", "file:///nonexistent-walship", "pg_wal/../../000000010000000000000001"}, 2, "", "contains '..'", true},
+		{[]string{"wal-push", "--storage", "file:///nonexistent-walship", "pg_wal/000000010000000000000001\x00"}, 2, "", "NUL byte", true},
+		{[]string{"wal-push", "--storage", "file:///nonexistent-walship", "pg_wal/" + strings.Repeat("0", 5000)}, 2, "", "too long", true},
 		// restore_command: anything but "not found" must not exit 1-125.
 		{[]string{"wal-fetch", "x"}, 200, "", "want 2 argument(s)", true},
+		{[]string{"wal-fetch", "--storage", "file:///nonexistent-walship", "000000010000000000000001", "/nonexistent-walship/pg_wal/RECOVERYXLOG"}, 200, "", "is absolute", true},
+		{[]string{"wal-fetch", "--storage", "file:///nonexistent-walship", "000000010000000000000001", "../pg_wal/RECOVERYXLOG"}, 200, "", "contains '..'", true},
+		{[]string{"wal-fetch", "--storage", "file:///nonexistent-walship", "000000010000000000000001", "pg_wal/RECOVERYXLOG\x00"}, 200, "", "NUL byte", true},
+		{[]string{"wal-fetch", "--storage", "file:///nonexistent-walship", "000000010000000000000001", "pg_wal/" + strings.Repeat("0", 5000)}, 200, "", "too long", true},
+		{[]string{"wal-fetch", "--storage", "file:///nonexistent-walship", "../../etc/passwd", "pg_wal/RECOVERYXLOG"}, 200, "", "not a WAL segment", true},
 		{[]string{"wal-fetch", "--nope", "a", "b"}, 200, "", "flag provided but not defined", true},
 		{[]string{"wal-fetch", "000000010000000000000001", "pg_wal/RECOVERYXLOG"}, 200, "", "no storage given", true},
 	}
 	for _, c := range cases {
 		code, out, errs := runArgs(nil, c.args...)
 		if code != c.code || !strings.Contains(out, c.stdout) || !strings.Contains(errs, c.stderr) {
-			t.Errorf("walship %q: exit %d, stdout %q, stderr %q; want exit %d, stdout ~%q, stderr ~%q",
+			t.Errorf("walship %.200q: exit %d, stdout %q, stderr %.300q; want exit %d, stdout ~%q, stderr ~%q",
 				c.args, code, out, errs, c.code, c.stdout, c.stderr)
 		}
 		if c.oneLine && strings.Count(strings.TrimRight(errs, "\n"), "\n") != 0 {
@@ -61,14 +72,15 @@ func TestCLICheckAndRoundTrip(t *testing.T) {
 	if code, out, errs := runArgs(env, "check"); code != 0 || !strings.Contains(out, "OK") {
 		t.Fatalf("check: %d %q %q", code, out, errs)
 	}
+	// PostgreSQL runs both commands in the data directory, with %p relative to it.
 	data := t.TempDir()
-	wal := filepath.Join(data, "pg_wal")
-	os.MkdirAll(wal, 0o700)
-	os.WriteFile(filepath.Join(wal, "00000002.history"), []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
-	if code, _, errs := runArgs(env, "wal-push", filepath.Join(wal, "00000002.history")); code != 0 {
+	t.Chdir(data)
+	os.MkdirAll("pg_wal", 0o700)
+	os.WriteFile(filepath.Join("pg_wal", "00000002.history"), []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
+	if code, _, errs := runArgs(env, "wal-push", "pg_wal/00000002.history"); code != 0 {
 		t.Fatalf("wal-push history: %d %s", code, errs)
 	}
-	dest := filepath.Join(wal, "RECOVERYHISTORY")
+	dest := "pg_wal/RECOVERYHISTORY"
 	if code, _, errs := runArgs(env, "wal-fetch", "00000002.history", dest); code != 0 {
 		t.Fatalf("wal-fetch history: %d %s", code, errs)
 	}
@@ -83,8 +95,12 @@ func TestCLICheckAndRoundTrip(t *testing.T) {
 	if code, _, errs := runArgs(gone, "wal-fetch", "--retry-for", "1s", "00000003.history", dest); code != 200 {
 		t.Fatalf("missing archive directory: exit %d (%s), want 200", code, errs)
 	}
-	os.WriteFile(filepath.Join(data, "standby.signal"), nil, 0o600)
+	os.WriteFile("standby.signal", nil, 0o600)
 	if code, _, _ := runArgs(gone, "wal-fetch", "--retry-for", "1s", "00000003.history", dest); code != 1 {
 		t.Fatalf("missing archive directory in standby mode: exit %d, want 1", code)
+	}
+	// A %p PostgreSQL could not have passed is a bad argument even on a standby, not "not found".
+	if code, _, errs := runArgs(env, "wal-fetch", "00000002.history", filepath.Join(data, dest)); code != 200 {
+		t.Fatalf("absolute %%p in standby mode: exit %d (%s), want 200", code, errs)
 	}
 }

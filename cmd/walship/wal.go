@@ -103,6 +103,16 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 		return exitAbortPG
 	}
 	name, dest := fs.Arg(0), fs.Arg(1)
+	// A %f or %p PostgreSQL could not have passed is a bad argument, exit 200 even on a standby,
+	// where a failure exits 1: that would read as "not in the archive".
+	err := restore.CheckName(name)
+	if err == nil {
+		err = restore.CheckDest(dest)
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "walship wal-fetch: %s\n", oneLine(err))
+		return exitAbortPG
+	}
 	standby := false
 	if _, err := os.Stat(filepath.Join(dataDir(dest), "standby.signal")); err == nil {
 		standby = true

@@ -34,13 +34,16 @@ func Segment(tli uint32, segno uint64, segSize uint32, sysid uint64, seed uint64
 	return b
 }
 
-// WALDir makes DATADIR/pg_wal/archive_status and returns the pg_wal path.
+// WALDir makes DATADIR/pg_wal/archive_status, changes into DATADIR for the rest of the test and
+// returns "pg_wal": PostgreSQL runs archive and restore commands in the data directory with %p
+// relative to it, and walship refuses an absolute %p.
 func WALDir(t testing.TB) string {
-	d := filepath.Join(t.TempDir(), "data", "pg_wal")
-	if err := os.MkdirAll(filepath.Join(d, "archive_status"), 0o755); err != nil {
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(filepath.Join(data, "pg_wal", "archive_status"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return d
+	t.Chdir(data)
+	return "pg_wal"
 }
 
 // WriteSegment writes a segment into walDir, marks it ready, and returns its path.
