@@ -306,3 +306,67 @@ func TestFailureIsNotSuccess(t *testing.T) {
 		t.Fatalf("a failed push left a marker: %v", m)
 	}
 }
+
+// TestHistoryUploadRetried (hazard 4): PostgreSQL probes the archive for .history files to pick
+// the next timeline, so a failed history upload must fail the call (PostgreSQL retries it) and
+// leave no marker, and the retry must store it: when the store refused the upload, when the
+// upload took effect but its reply was lost, and when the history was pushed ahead as a ready
+// neighbour of a segment.
+func TestHistoryUploadRetried(t *testing.T) {
+	const hist = "00000002.history"
+	content := []byte("1\t0/3000060\tno recovery target specified\n")
+	boom := errors.New("connection reset by peer")
+	for _, c := range []struct {
+		name      string
+		lostReply bool // fail after the create took effect, not before
+		ahead     bool // push the history as a ready neighbour of a segment
+	}{{"refused", false, false}, {"reply lost", true, false}, {"pushed ahead", false, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			wal := waltest.WALDir(t)
+			path := filepath.Join(wal, hist)
+			os.WriteFile(path, content, 0o600)
+			os.WriteFile(filepath.Join(wal, "archive_status", hist+".ready"), nil, 0o600)
+			var failed atomic.Bool // the first history create fails, later ones work
+			failOnce := func(op, key string) bool {
+				return op == "create" && strings.HasPrefix(key, layout.HistoryPrefix) && failed.CompareAndSwap(false, true)
+			}
+			st := &storage.Faulty{Store: mem.New()}
+			if c.lostReply {
+				st.After = func(_ context.Context, op, key string, err error) error {
+					if err == nil && failOnce(op, key) {
+						return boom
+					}
+					return err
+				}
+			} else {
+				st.Before = func(_ context.Context, op, key string) error {
+					if failOnce(op, key) {
+						return boom
+					}
+					return nil
+				}
+			}
+			spool := t.TempDir()
+			if c.ahead {
+				if err := newPusher(t, st, spool, 4).Push(ctx, waltest.WriteSegment(t, wal, 1, 3, seg, 42)); err != nil {
+					t.Fatalf("segment push with a failing history neighbour: %v", err)
+				}
+			} else if err := newPusher(t, st, spool, 1).Push(ctx, path); !errors.Is(err, boom) {
+				t.Fatalf("history push with a failing store: got %v, want the storage error", err)
+			}
+			if !failed.Load() {
+				t.Fatal("the history upload was never attempted")
+			}
+			if m, _ := filepath.Glob(filepath.Join(spool, "archived", hist)); len(m) != 0 {
+				t.Fatalf("a failed history upload left a marker: %v", m)
+			}
+			if err := newPusher(t, st, spool, 1).Push(ctx, path); err != nil {
+				t.Fatalf("PostgreSQL's retry of the history push: %v", err)
+			}
+			if got := fetchRaw(t, st, hist); !bytes.Equal(got, content) {
+				t.Fatalf("archived history %q, want %q", got, content)
+			}
+		})
+	}
+}
