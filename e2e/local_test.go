@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"filippo.io/age"
+
 	"github.com/walship/walship/testenv"
 )
 
@@ -82,20 +84,45 @@ func TestLocalFaults(t *testing.T) {
 }
 
 // TestNoSecretsInOutput runs walship through successes and failures with S3 and Azure
-// credentials in its environment and greps everything it printed for them.
+// credentials and an age key file in its environment — archiving encrypted objects, restoring a
+// cluster from them with wal-fetch (prefetcher included), wrong and malformed keys — and greps
+// everything it and PostgreSQL printed for the secrets.
 func TestNoSecretsInOutput(t *testing.T) {
 	s3tg := s3Target(t)
+	ageKey, _ := age.GenerateX25519Identity()
+	s3tg.env = append(s3tg.env, "WALSHIP_AGE_KEY_FILE="+keyFile(t, ageKey), "WALSHIP_LOG_LEVEL=debug")
 	az := testenv.Azurite(t)
 	container := az.NewContainer(t)
 	aztg := target{name: "azure", url: "azblob://" + container + "/p", env: []string{
 		"WALSHIP_STORAGE=azblob://" + container + "/p", "AZURE_STORAGE_CONNECTION_STRING=" + az.ConnectionString, "WALSHIP_LOG_LEVEL=debug"}}
-	secrets := []string{s3tg.getenv("AWS_SECRET_ACCESS_KEY"), az.Key}
+	// A key file with one character changed (a letter's case: bech32 forbids mixed case), so it
+	// fails to parse while still holding nearly all of the real key: the error must not quote it.
+	malformed := ageKey.String()[:30] + flipCase(ageKey.String()[30:31]) + ageKey.String()[31:]
+	secrets := []string{s3tg.getenv("AWS_SECRET_ACCESS_KEY"), az.Key, ageKey.String(),
+		strings.TrimPrefix(ageKey.String(), "AGE-SECRET-KEY-1"), malformed}
 	var all strings.Builder
-	pg, names := archivedCluster(t, s3tg, 1)
-	all.WriteString(pg.Log())
+
+	pg := startPrimary(t, s3tg)
+	backup := testenv.PostgresOwnedDir(t)
+	pg.RunAs(t, "pg_basebackup", "-D", backup, "--wal-method=none", "--checkpoint=fast", "--no-sync")
+	pg.Psql(t, "create table t as select g from generate_series(1, 20000) g")
+	names := []string{switchAndWait(t, pg)}
+	restored := restoreFrom(t, s3tg, backup, "recovery_target_action = 'promote'")
+	waitPromoted(t, restored)
+	if got := restored.Psql(t, "select count(*) from t"); got != "20000" {
+		t.Fatalf("encrypted restore: %s rows, want 20000", got)
+	}
+	prefetchLog, _ := os.ReadFile(filepath.Join(restored.DataDir, "walship", "prefetch", "prefetch.log"))
+	all.WriteString(pg.Log() + restored.Log() + string(prefetchLog))
+
 	data := t.TempDir()
 	os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
 	wrongSecret := target{env: append(append([]string{}, s3tg.env...), "AWS_SECRET_ACCESS_KEY=wrong-"+secrets[0])}
+	other, _ := age.GenerateX25519Identity()
+	wrongKey := target{env: append(append([]string{}, s3tg.env...), "WALSHIP_AGE_KEY_FILE="+keyFile(t, other))}
+	badKeyFile := filepath.Join(t.TempDir(), "bad.age")
+	os.WriteFile(badKeyFile, []byte(malformed+"\n"), 0o600)
+	badKey := target{env: append(append([]string{}, s3tg.env...), "WALSHIP_AGE_KEY_FILE="+badKeyFile)}
 	for _, c := range []struct {
 		tg   target
 		args []string
@@ -103,6 +130,9 @@ func TestNoSecretsInOutput(t *testing.T) {
 		{s3tg, []string{"--log-level", "debug", "wal-fetch", names[0], "pg_wal/RECOVERYXLOG"}},
 		{s3tg, []string{"wal-fetch", "--log-level", "debug", "--prefetch", "0", names[0], "pg_wal/RECOVERYXLOG"}},
 		{s3tg, []string{"verify", "--log-level", "debug"}},
+		{wrongKey, []string{"wal-fetch", "--prefetch", "0", names[0], "pg_wal/RECOVERYXLOG"}},
+		{badKey, []string{"wal-fetch", "--prefetch", "0", names[0], "pg_wal/RECOVERYXLOG"}},
+		{badKey, []string{"verify"}},
 		{s3tg, []string{"check", "--storage", strings.Replace(s3tg.url, "s3://", "s3://nosuchbucket-", 1)}},
 		{wrongSecret, []string{"check", "--storage", s3tg.url}},
 		{wrongSecret, []string{"wal-fetch", "--retry-for", "1s", "--prefetch", "0", names[0], "pg_wal/RECOVERYXLOG"}},
@@ -114,12 +144,24 @@ func TestNoSecretsInOutput(t *testing.T) {
 		_, out := run(t, c.tg, data, c.args...)
 		all.WriteString(out)
 	}
-	for _, s := range secrets {
-		if strings.Contains(all.String(), s) {
-			t.Fatalf("a secret appeared in walship's output or PostgreSQL's log")
+	upper := strings.ToUpper(all.String())
+	for i, s := range secrets {
+		if strings.Contains(upper, strings.ToUpper(s)) {
+			t.Fatalf("secret %d of %d appeared in walship's output or PostgreSQL's log", i+1, len(secrets))
 		}
 	}
 	t.Logf("%d bytes of output and logs checked for %d secrets: none found", all.Len(), len(secrets))
+}
+
+// flipCase changes the case of an ASCII letter and turns anything else into another character.
+func flipCase(s string) string {
+	if u := strings.ToUpper(s); u != s {
+		return u
+	}
+	if l := strings.ToLower(s); l != s {
+		return l
+	}
+	return "Q"
 }
 
 // TestTLS: against an HTTPS store with a private CA, certificate verification is on by default
