@@ -33,9 +33,11 @@ type Config struct {
 	// HTTPClient replaces the SDK's transport (tests inject faults). Only with Endpoint, since it
 	// replaces authentication too.
 	HTTPClient *http.Client
-	// ChunkSize is the resumable-upload chunk; smaller bodies go in one request, where the server
-	// checks the CRC32C and MD5 sent with them (default 16 MiB).
-	ChunkSize int
+	// ResumableThreshold is the largest body sent in one (multipart) upload request, where the
+	// server checks the CRC32C and MD5 sent with it (DefaultResumableThreshold). Larger bodies go
+	// as a resumable upload in chunks of ChunkSize (default 16 MiB), each held in memory once.
+	ResumableThreshold int64
+	ChunkSize          int
 	// PageSize is the most objects one List request asks for; 0 keeps the server's (1000 on GCS,
 	// everything at once on fake-gcs-server).
 	PageSize int
@@ -52,6 +54,13 @@ type Store struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// DefaultResumableThreshold is the largest body sent in one request: a 64 MiB WAL segment
+// stored uncompressed (or incompressible) plus its frame fits with room to spare, so every WAL
+// segment is one request whose checksums the server verifies, while a 1 GiB binlog is resumable.
+// A single request streams the body (the writer's ChunkSize is 0: nothing is buffered), so it
+// costs less memory than a resumable upload, which holds one chunk.
+const DefaultResumableThreshold = 128 << 20
+
 // New builds the client. The SDK's own retries are off: storage.Retry above every backend is the
 // one retry policy.
 func New(ctx context.Context, c Config) (*Store, error) {
@@ -60,6 +69,9 @@ func New(ctx context.Context, c Config) (*Store, error) {
 	}
 	if c.ChunkSize == 0 {
 		c.ChunkSize = 16 << 20
+	}
+	if c.ResumableThreshold == 0 {
+		c.ResumableThreshold = DefaultResumableThreshold
 	}
 	var opts []option.ClientOption
 	if c.Endpoint != "" {
@@ -105,7 +117,7 @@ func (s *Store) put(ctx context.Context, op, key string, body io.ReadSeeker, met
 	if err := storage.CheckPut(key, meta); err != nil {
 		return fmt.Errorf("gcs: %s %s: %w", op, key, err)
 	}
-	crc, sum, err := checksums(body)
+	crc, sum, size, err := checksums(body)
 	if err != nil {
 		return fmt.Errorf("gcs: %s %s: %w", op, key, err)
 	}
@@ -118,6 +130,9 @@ func (s *Store) put(ctx context.Context, op, key string, body io.ReadSeeker, met
 	w := obj.NewWriter(wctx)
 	w.Metadata = meta
 	w.ChunkSize = s.cfg.ChunkSize
+	if size <= s.cfg.ResumableThreshold {
+		w.ChunkSize = 0 // one request, streamed
+	}
 	w.SendCRC32C = true
 	w.CRC32C = crc
 	w.MD5 = sum
@@ -138,19 +153,19 @@ func (s *Store) put(ctx context.Context, op, key string, body io.ReadSeeker, met
 	return nil
 }
 
-func checksums(body io.ReadSeeker) (uint32, []byte, error) {
+func checksums(body io.ReadSeeker) (crc uint32, sum []byte, size int64, err error) {
 	if _, err := body.Seek(0, io.SeekStart); err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
 	c := crc32.New(castagnoli)
 	m := md5.New()
-	if _, err := io.Copy(io.MultiWriter(c, m), body); err != nil {
-		return 0, nil, err
+	if size, err = io.Copy(io.MultiWriter(c, m), body); err != nil {
+		return 0, nil, 0, err
 	}
 	if _, err := body.Seek(0, io.SeekStart); err != nil {
-		return 0, nil, err
+		return 0, nil, 0, err
 	}
-	return c.Sum32(), m.Sum(nil), nil
+	return c.Sum32(), m.Sum(nil), size, nil
 }
 
 // Get implements storage.Store. The reader's attributes carry no metadata, so the object's

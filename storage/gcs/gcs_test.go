@@ -41,7 +41,7 @@ func TestResumableCorruptionCaught(t *testing.T) {
 	srv := testenv.FakeGCS(t)
 	rt := &storagetest.CorruptingTransport{Base: http.DefaultTransport, MinBody: 4096}
 	s, err := gcs.New(context.Background(), gcs.Config{Bucket: srv.NewBucket(t), Endpoint: "http://" + srv.Host,
-		HTTPClient: &http.Client{Transport: rt}, ChunkSize: 256 << 10})
+		HTTPClient: &http.Client{Transport: rt}, ChunkSize: 256 << 10, ResumableThreshold: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,15 @@ import (
 	"github.com/walship/walship/storage"
 )
 
-// DefaultPartSize is the multipart part size; bodies up to it go in one PutObject.
+// DefaultPartSize is the multipart part size.
 const DefaultPartSize = 16 << 20
+
+// DefaultMultipartThreshold is the largest body sent in one PutObject: a 64 MiB WAL segment
+// stored uncompressed (or incompressible) plus its frame fits with room to spare, so every WAL
+// segment is one request, while a 1 GiB binlog goes multipart. PutObject streams the seekable
+// body (the SDK reads it to checksum and sign it, then rewinds), so a single request costs no
+// more memory than a multipart one, which holds up to two parts.
+const DefaultMultipartThreshold = 128 << 20
 
 // Config selects the bucket and how to reach it. Empty fields fall back to the SDK's defaults
 // (environment, shared config files, web identity / IRSA, instance roles).
@@ -46,7 +53,10 @@ type Config struct {
 	StorageClass string
 	// HTTPClient replaces the SDK's HTTP client (tests inject faults; custom CA bundles).
 	HTTPClient *http.Client
-	PartSize   int64
+	// MultipartThreshold is the largest body sent in one PutObject (DefaultMultipartThreshold;
+	// at most S3's 5 GiB); larger bodies go multipart in parts of PartSize (DefaultPartSize).
+	MultipartThreshold int64
+	PartSize           int64
 	// PageSize is the most keys one List request asks for; 0 keeps the service's (1000).
 	PageSize int
 }
@@ -69,6 +79,10 @@ func New(ctx context.Context, c Config) (*Store, error) {
 	if c.PartSize == 0 {
 		c.PartSize = DefaultPartSize
 	}
+	if c.MultipartThreshold == 0 {
+		c.MultipartThreshold = DefaultMultipartThreshold
+	}
+	c.MultipartThreshold = min(c.MultipartThreshold, 5<<30)
 	opts := []func(*config.LoadOptions) error{}
 	if c.Region != "" {
 		opts = append(opts, config.WithRegion(c.Region))
@@ -143,7 +157,7 @@ func (s *Store) put(ctx context.Context, op, key string, body io.ReadSeeker, met
 	if s.cfg.StorageClass != "" {
 		in.StorageClass = types.StorageClass(s.cfg.StorageClass)
 	}
-	if size <= s.cfg.PartSize {
+	if size <= s.cfg.MultipartThreshold {
 		_, err = s.client.PutObject(ctx, in)
 	} else {
 		up := manager.NewUploader(s.client, func(u *manager.Uploader) {

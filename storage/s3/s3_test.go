@@ -82,7 +82,8 @@ func TestMultipartCreateMinIO(t *testing.T) {
 	bucket := srv.NewBucket(t)
 	ctx := context.Background()
 	s, err := s3.New(ctx, s3.Config{Bucket: bucket, Region: srv.Region, Endpoint: srv.Endpoint, PathStyle: true,
-		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, HTTPClient: &http.Client{}, PartSize: 5 << 20})
+		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, HTTPClient: &http.Client{}, PartSize: 5 << 20,
+		MultipartThreshold: 5 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
