@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"filippo.io/age"
 
@@ -13,10 +17,11 @@ import (
 )
 
 // TestLocalFaults: a full or read-only pg_wal during fetch, an unreadable file during push, and a
-// spool deleted between calls each give a clear error (or recover), and leave no half-written file.
+// spool deleted under a running prefetcher each give a clear error (or recover, with the exact
+// bytes), and leave no half-written file.
 func TestLocalFaults(t *testing.T) {
 	tg := fileTarget(t)
-	pg, names := archivedCluster(t, tg, 2)
+	pg, names := archivedCluster(t, tg, 5)
 
 	t.Run("disk full during fetch", func(t *testing.T) {
 		data := t.TempDir()
@@ -67,20 +72,89 @@ func TestLocalFaults(t *testing.T) {
 		}
 	})
 
-	t.Run("spool deleted between calls", func(t *testing.T) {
-		data := t.TempDir()
-		os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
+	t.Run("spool deleted under a running prefetcher", func(t *testing.T) {
+		data, slow := slowArchive(t, pg, names)
 		spool := filepath.Join(data, "walship")
+		caught := 0
 		for i, n := range names {
-			if code, out := run(t, tg, data, "wal-fetch", "--prefetch", "4", n, "pg_wal/RECOVERYXLOG"); code != 0 {
-				t.Fatalf("fetch %d: %s", i, out)
+			if code, out := run(t, slow, data, "wal-fetch", "--prefetch", "4", n, "pg_wal/RECOVERYXLOG"); code != 0 {
+				t.Fatalf("fetch %d after the spool was deleted: %s", i, out)
+			}
+			got, _ := os.ReadFile(filepath.Join(data, "pg_wal", "RECOVERYXLOG"))
+			if want, err := os.ReadFile(filepath.Join(pg.DataDir, "pg_wal", n)); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("fetch %d: restored bytes differ from the source (%v)", i, err)
+			}
+			// wal-fetch returns once it has started the prefetcher, whose requests take 300 ms.
+			if len(prefetchers(spool)) > 0 {
+				caught++
 			}
 			os.RemoveAll(spool)
 		}
-		if m, _ := filepath.Glob(filepath.Join(data, "pg_wal", ".*")); len(m) != 0 {
-			t.Errorf("temp files left: %v", m)
+		if caught != len(names) {
+			t.Errorf("a prefetcher was running at %d of %d deletions of the spool, want all", caught, len(names))
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for len(prefetchers(spool)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if p := prefetchers(spool); len(p) > 0 {
+			t.Fatalf("prefetchers %v still running 30 s after the spool was deleted", p)
+		}
+		left, _ := filepath.Glob(filepath.Join(data, "pg_wal", ".*"))
+		tmp, _ := filepath.Glob(filepath.Join(spool, "prefetch", ".*-*"))
+		if len(left)+len(tmp) != 0 {
+			t.Errorf("half-written files left: %v %v", left, tmp)
 		}
 	})
+}
+
+// slowArchive pushes names from pg's pg_wal into a MinIO bucket and returns a data directory to
+// fetch into with a target that reaches the bucket through toxiproxy with 300 ms of latency, so
+// a prefetcher is still at work when wal-fetch returns (against a local archive it is done first).
+func slowArchive(t *testing.T, pg *testenv.Postgres, names []string) (string, target) {
+	srv := testenv.MinIO(t)
+	bucket := srv.NewBucket(t)
+	tox := testenv.StartToxiproxy(t)
+	listen := tox.Proxy(t, "s3", strings.TrimPrefix(srv.Endpoint, "http://"))
+	creds := []string{"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_EC2_METADATA_DISABLED=true"}
+	direct := fmt.Sprintf("s3://%s/spool?endpoint=%s&region=%s", bucket, srv.Endpoint, srv.Region)
+	slow := fmt.Sprintf("s3://%s/spool?endpoint=http://%s&region=%s", bucket, listen, srv.Region)
+	push := t.TempDir()
+	os.MkdirAll(filepath.Join(push, "pg_wal"), 0o700)
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(pg.DataDir, "pg_wal", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(push, "pg_wal", n), b, 0o600)
+		if code, out := run(t, target{env: creds}, push, "wal-push", "--storage", direct, "pg_wal/"+n); code != 0 {
+			t.Fatalf("push %s: %s", n, out)
+		}
+	}
+	if err := tox.AddToxic("s3", "slow", "latency", "downstream", map[string]int{"latency": 300}); err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
+	return data, target{url: slow, env: append([]string{"WALSHIP_STORAGE=" + slow}, creds...)}
+}
+
+// prefetchers returns the pids of wal-prefetch processes working on spool (wal-fetch starts
+// them detached, so the test finds them in /proc).
+func prefetchers(spool string) []string {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var pids []string
+	for _, c := range cmdlines {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) > 1 && args[1] == "wal-prefetch" && slices.Contains(args, spool) {
+			pids = append(pids, filepath.Base(filepath.Dir(c)))
+		}
+	}
+	return pids
 }
 
 // TestNoSecretsInOutput runs walship through successes and failures with S3 and Azure
