@@ -90,10 +90,10 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 			return nil, err
 		}
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("storage URL %s: a file URL needs an absolute path, file:///path (three slashes)", rawURL)
+			return nil, fmt.Errorf("storage URL %s: a file URL needs an absolute path, file:///path (three slashes)", redact(u))
 		}
 		if u.Path == "" || !filepath.IsAbs(u.Path) {
-			return nil, fmt.Errorf("storage URL %s: a file URL needs an absolute path, file:///path", rawURL)
+			return nil, fmt.Errorf("storage URL %s: a file URL needs an absolute path, file:///path", redact(u))
 		}
 		return file.New(u.Path)
 	case "s3":
@@ -102,7 +102,7 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 			return nil, err
 		}
 		if u.Host == "" {
-			return nil, fmt.Errorf("storage URL %s: no bucket (s3://BUCKET/prefix)", rawURL)
+			return nil, fmt.Errorf("storage URL %s: no bucket (s3://BUCKET/prefix)", redact(u))
 		}
 		c := s3.Config{
 			Bucket: u.Host, Prefix: prefix, Region: q.Get("region"), Endpoint: q.Get("endpoint"),
@@ -112,17 +112,17 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 		c.PathStyle = c.Endpoint != "" || getenv("AWS_ENDPOINT_URL_S3") != "" || getenv("AWS_ENDPOINT_URL") != ""
 		if v := q.Get("force_path_style"); v != "" {
 			if c.PathStyle, err = strconv.ParseBool(v); err != nil {
-				return nil, fmt.Errorf("storage URL %s: force_path_style=%q is not true or false", rawURL, v)
+				return nil, fmt.Errorf("storage URL %s: force_path_style=%q is not true or false", redact(u), v)
 			}
 		}
 		switch c.SSE {
 		case "", "AES256", "aws:kms", "aws:kms:dsse":
 		default:
-			return nil, fmt.Errorf("storage URL %s: sse=%q: use AES256, aws:kms or aws:kms:dsse", rawURL, c.SSE)
+			return nil, fmt.Errorf("storage URL %s: sse=%q: use AES256, aws:kms or aws:kms:dsse", redact(u), c.SSE)
 		}
 		if c.Endpoint != "" {
 			if eu, err := url.Parse(c.Endpoint); err != nil || (eu.Scheme != "http" && eu.Scheme != "https") || eu.Host == "" {
-				return nil, fmt.Errorf("storage URL %s: endpoint=%q must be an http:// or https:// URL", rawURL, c.Endpoint)
+				return nil, fmt.Errorf("storage URL %s: endpoint=%q must be an http:// or https:// URL", redact(u), redactRaw(c.Endpoint))
 			}
 		}
 		if ca := q.Get("ca_file"); ca != "" {
@@ -137,7 +137,7 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 			return nil, err
 		}
 		if u.Host == "" {
-			return nil, fmt.Errorf("storage URL %s: no bucket (gs://BUCKET/prefix)", rawURL)
+			return nil, fmt.Errorf("storage URL %s: no bucket (gs://BUCKET/prefix)", redact(u))
 		}
 		c := gcs.Config{Bucket: u.Host, Prefix: prefix, Endpoint: q.Get("endpoint"), JSONReads: getenv("STORAGE_EMULATOR_HOST") != ""}
 		if ca := q.Get("ca_file"); ca != "" {
@@ -155,7 +155,7 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 			return nil, err
 		}
 		if u.Host == "" {
-			return nil, fmt.Errorf("storage URL %s: no container (azblob://CONTAINER/prefix)", rawURL)
+			return nil, fmt.Errorf("storage URL %s: no container (azblob://CONTAINER/prefix)", redact(u))
 		}
 		c := azure.Config{
 			Container: u.Host, Prefix: prefix, Endpoint: q.Get("endpoint"),
@@ -169,7 +169,7 @@ func backend(ctx context.Context, rawURL string, o Options) (storage.Store, erro
 			c.Key = getenv("AZURE_STORAGE_KEY")
 		}
 		if c.ConnectionString == "" && c.Account == "" {
-			return nil, fmt.Errorf("storage URL %s: no Azure account: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY or an Azure identity), or ?account=", rawURL)
+			return nil, fmt.Errorf("storage URL %s: no Azure account: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY or an Azure identity), or ?account=", redact(u))
 		}
 		if ca := q.Get("ca_file"); ca != "" {
 			if c.HTTPClient, err = caClient(ca); err != nil {
@@ -197,10 +197,13 @@ func redactRaw(s string) string {
 	return s[:start] + "REDACTED" + s[i:]
 }
 
-// redact drops anything secret-looking from a URL before it reaches an error message.
+// redact drops anything secret-looking from a URL before it reaches an error message: the user
+// information, the query (an endpoint= may carry its own), and what precedes an "@" in an opaque
+// URL ("s3:key:secret@bucket" parses with no user information at all).
 func redact(u *url.URL) string {
 	c := *u
 	c.User = nil
 	c.RawQuery = ""
+	c.Opaque = redactRaw(c.Opaque)
 	return c.String()
 }
