@@ -52,11 +52,58 @@ func (f *Fetcher) fromSpool(name, dest string, hist history) (bool, error) {
 	return true, nil
 }
 
-// recentMiss reports whether the prefetcher found name absent less than MissTTL ago.
-func (f *Fetcher) recentMiss(name string) bool {
-	fi, err := os.Stat(filepath.Join(f.prefetchDir(), name+missSuffix))
-	return err == nil && time.Since(fi.ModTime()) < f.cfg.MissTTL
+// The negative cache: a miss is an empty file NAME.missing in the prefetch spool, dated by its
+// modification time, written by the prefetcher and (in standby mode) by a probe that storage
+// answered "not there". It is bounded like the rest of the spool: recording a miss drops expired
+// ones, and cleanSpool drops those of segments already replayed.
+
+// trustMisses reports whether a miss may answer a probe for a file of kind: only on a standby,
+// which asks again every few seconds anyway, and only for the files a waiting standby probes.
+func (f *Fetcher) trustMisses(kind walfile.Kind) bool {
+	return f.cfg.Standby && f.cfg.MissTTL > 0 && (kind == walfile.Segment || kind == walfile.History)
 }
+
+func (f *Fetcher) missPath(name string) string {
+	return filepath.Join(f.prefetchDir(), name+missSuffix)
+}
+
+// recentMiss reports whether name was found absent less than MissTTL ago.
+func (f *Fetcher) recentMiss(name string) bool {
+	if f.cfg.MissTTL <= 0 {
+		return false
+	}
+	fi, err := os.Stat(f.missPath(name))
+	if err != nil {
+		return false
+	}
+	age := f.cfg.Now().Sub(fi.ModTime())
+	return age >= 0 && age < f.cfg.MissTTL
+}
+
+// recordMiss dates a miss of name now and drops expired ones. A failure only costs a request later.
+func (f *Fetcher) recordMiss(name string) {
+	dir := f.prefetchDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return
+	}
+	now := f.cfg.Now()
+	p := f.missPath(name)
+	if touch(p) != nil || os.Chtimes(p, now, now) != nil {
+		os.Remove(p)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), missSuffix) || e.Name() == name+missSuffix {
+			continue
+		}
+		if info, err := e.Info(); err == nil && now.Sub(info.ModTime()) >= f.cfg.MissTTL {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// forgetMiss drops a miss once storage holds the file.
+func (f *Fetcher) forgetMiss(name string) { os.Remove(f.missPath(name)) }
 
 // prefetchAfter starts the background download of the segments following name that the spool
 // does not hold yet, and drops spool files that can no longer be asked for.

@@ -36,17 +36,33 @@ type Config struct {
 	SpoolDir string
 	// Prefetch is how many segments after a fetched one are downloaded ahead (0 disables).
 	Prefetch int
-	// Standby is set when the server runs as a standby: only then may a recent miss recorded by
-	// the prefetcher answer a probe without asking storage.
+	// Standby is set when the server runs as a standby (standby.signal). Only then is a recent
+	// miss trusted to answer a probe without asking storage: in archive or targeted recovery a
+	// stale "not in the archive" would end recovery early, with WAL missing.
 	Standby bool
-	// MissTTL is how long such a miss stays trusted.
+	// MissTTL is how long a recorded miss stays trusted (DefaultMissTTL is the usual choice);
+	// 0 disables the negative cache.
 	MissTTL time.Duration
+	// Now is the clock that dates misses; nil means time.Now.
+	Now func() time.Time
 	// StartPrefetch launches the background prefetcher for names; nil disables prefetching.
 	StartPrefetch func(names []string) error
 	// Identities open encrypted objects (an age key file may hold old and new keys).
 	Identities []age.Identity
 	Log        *slog.Logger
 }
+
+// DefaultMissTTL is how long a standby trusts a miss. A standby waiting for WAL calls
+// restore_command every wal_retrieve_retry_interval (5 s by default) for the next segment and the
+// next timeline's .history; a TTL no longer than that cycle would spare no request at all. 30 s
+// cuts those requests six-fold. The price: a standby fed only from the archive (no streaming)
+// sees a newly archived segment or timeline history up to 30 s later than it otherwise would —
+// replication lag, never lost or wrong WAL. One sharper edge: PostgreSQL picks a promoted
+// standby's new timeline by probing .history files while standby.signal still exists, so a
+// standby promoted within the TTL of a miss may not see a timeline another node created in those
+// seconds. Two promotions that close together are a split brain the archive cannot settle
+// anyway; wal-push then refuses the second history (it never overwrites one), loudly.
+const DefaultMissTTL = 30 * time.Second
 
 // Fetcher serves restore_command calls.
 type Fetcher struct {
@@ -61,8 +77,11 @@ func New(cfg Config) (*Fetcher, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.MissTTL == 0 {
-		cfg.MissTTL = 5 * time.Second
+	if cfg.MissTTL < 0 {
+		return nil, fmt.Errorf("restore: negative miss TTL %s", cfg.MissTTL)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Fetcher{cfg: cfg}, nil
 }
@@ -115,13 +134,13 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	hist := targetHistory(walDir, f.cfg.Log)
 	kind := walfile.Classify(name)
 	if kind == walfile.Segment {
-		if f.cfg.Standby && f.recentMiss(name) {
-			f.cfg.Log.Debug("not in the archive (recent miss)", "file", name)
-			return fmt.Errorf("%s: %w", name, ErrNotFound)
-		}
 		if served, err := f.fromSpool(name, dest, hist); served || err != nil {
 			return err
 		}
+	}
+	if f.trustMisses(kind) && f.recentMiss(name) {
+		f.cfg.Log.Debug("not in the archive (recent miss)", "file", name)
+		return fmt.Errorf("%s: %w", name, ErrNotFound)
 	}
 	key, err := layout.WALKey(name)
 	if err != nil {
@@ -131,11 +150,15 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	rc, info, err := f.cfg.Store.Get(ctx, key)
 	if errors.Is(err, storage.ErrNotExist) {
 		f.cfg.Log.Debug("not in the archive", "file", name)
+		if f.trustMisses(kind) {
+			f.recordMiss(name)
+		}
 		return fmt.Errorf("%s: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", name, err)
 	}
+	f.forgetMiss(name)
 	hdr, err := writeVerified(rc, dest, info.Metadata, f.cfg.Identities)
 	rc.Close()
 	if err != nil {

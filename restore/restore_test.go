@@ -257,3 +257,105 @@ func TestDamagedSpoolFallsBack(t *testing.T) {
 		t.Fatal("content differs after a damaged spool file")
 	}
 }
+
+// gets wraps st and counts the Get requests that reach it.
+func gets(st storage.Store) (*storage.Faulty, *int) {
+	n := new(int)
+	return &storage.Faulty{Store: st, Before: func(_ context.Context, op, _ string) error {
+		if op == "get" {
+			*n++
+		}
+		return nil
+	}}, n
+}
+
+// clock is a settable time for the negative cache.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+// TestStandbyNegativeCache: a standby probing a missing segment or .history every 5 s (as
+// PostgreSQL does while it waits for WAL) causes one storage request per TTL, not per probe; a
+// file archived meanwhile is served once the TTL has passed.
+func TestStandbyNegativeCache(t *testing.T) {
+	for _, name := range []string{walfile.SegmentName(1, 3, seg), "00000002.history"} {
+		t.Run(name, func(t *testing.T) {
+			st, _ := archived(t, 1, 2)
+			counted, n := gets(st)
+			clk := &clock{time.Now()}
+			spool := t.TempDir()
+			f := fetcher(t, counted, restore.Config{SpoolDir: spool, Standby: true, MissTTL: restore.DefaultMissTTL, Now: clk.now})
+			wal := "pg_wal"
+			probe := func() error { return f.Fetch(context.Background(), name, filepath.Join(wal, "RECOVERYXLOG")) }
+			// Two minutes of probes every 5 s: one request per 30 s TTL.
+			for i := 0; i < 24; i++ {
+				if err := probe(); !errors.Is(err, restore.ErrNotFound) {
+					t.Fatalf("probe %d: got %v, want ErrNotFound", i, err)
+				}
+				clk.t = clk.t.Add(5 * time.Second)
+			}
+			if *n != 4 {
+				t.Errorf("24 probes over 2 minutes made %d storage requests, want 4 (one per 30 s)", *n)
+			}
+			// A fresh miss at 2:00; then the file is archived. Within the TTL the standby does not
+			// see it yet, after the TTL it does.
+			if err := probe(); !errors.Is(err, restore.ErrNotFound) || *n != 5 {
+				t.Fatalf("probe at 2:00: got %v, %d requests in all, want ErrNotFound and 5", err, *n)
+			}
+			if walfile.Classify(name) == walfile.History {
+				os.WriteFile(filepath.Join(wal, name), []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
+			} else {
+				waltest.WriteSegment(t, wal, 1, 3, seg, 42)
+			}
+			p, _ := archive.New(archive.Config{Store: st, StoreURL: "mem://", SpoolDir: t.TempDir()})
+			if err := p.Push(context.Background(), filepath.Join(wal, name)); err != nil {
+				t.Fatal(err)
+			}
+			before := *n
+			clk.t = clk.t.Add(restore.DefaultMissTTL - time.Second)
+			if err := probe(); !errors.Is(err, restore.ErrNotFound) || *n != before {
+				t.Fatalf("within the TTL: got %v after %d requests, want the cached miss", err, *n-before)
+			}
+			clk.t = clk.t.Add(time.Second)
+			if err := probe(); err != nil {
+				t.Fatalf("after the TTL: %v, want the archived file", err)
+			}
+			if m, _ := filepath.Glob(filepath.Join(spool, "prefetch", "*.missing")); len(m) != 0 {
+				t.Errorf("misses left after the file was served: %v", m)
+			}
+		})
+	}
+}
+
+// TestArchiveRecoveryIgnoresMisses: without standby.signal every probe asks storage, even with a
+// fresh miss recorded (by the prefetcher or by a standby's probe): a stale miss would end recovery
+// early. MissTTL 0 disables the cache on a standby too.
+func TestArchiveRecoveryIgnoresMisses(t *testing.T) {
+	st, _ := archived(t, 1, 2)
+	spool := t.TempDir()
+	name := walfile.SegmentName(1, 3, seg)
+	dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
+	standby := fetcher(t, st, restore.Config{SpoolDir: spool, Standby: true, MissTTL: time.Hour})
+	for _, n := range []string{name, "00000002.history"} {
+		if err := standby.Fetch(context.Background(), n, dest); !errors.Is(err, restore.ErrNotFound) {
+			t.Fatalf("%s: %v", n, err)
+		}
+	}
+	for what, cfg := range map[string]restore.Config{
+		"archive recovery":   {SpoolDir: spool, MissTTL: time.Hour},
+		"standby, MissTTL 0": {SpoolDir: spool, Standby: true},
+	} {
+		counted, n := gets(st)
+		f := fetcher(t, counted, cfg)
+		for i := 0; i < 5; i++ {
+			for _, n := range []string{name, "00000002.history"} {
+				if err := f.Fetch(context.Background(), n, dest); !errors.Is(err, restore.ErrNotFound) {
+					t.Fatalf("%s: %s: %v", what, n, err)
+				}
+			}
+		}
+		if *n != 10 {
+			t.Errorf("%s: 10 probes made %d storage requests, want 10", what, *n)
+		}
+	}
+}

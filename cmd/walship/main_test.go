@@ -104,3 +104,37 @@ func TestCLICheckAndRoundTrip(t *testing.T) {
 		t.Fatalf("absolute %%p in standby mode: exit %d (%s), want 200", code, errs)
 	}
 }
+
+// TestCLIMissTTL: on a standby, a miss is answered from the spool for --miss-ttl (default 30 s),
+// so a file archived meanwhile is seen only after it; --miss-ttl 0 asks storage every time, and
+// outside standby mode storage is always asked.
+func TestCLIMissTTL(t *testing.T) {
+	env := map[string]string{"WALSHIP_STORAGE": "file://" + t.TempDir()}
+	primary := t.TempDir()
+	os.MkdirAll(filepath.Join(primary, "pg_wal"), 0o700)
+	os.WriteFile(filepath.Join(primary, "pg_wal", "00000002.history"), []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
+	standby := t.TempDir()
+	t.Chdir(standby)
+	os.MkdirAll("pg_wal", 0o700)
+	os.WriteFile("standby.signal", nil, 0o600)
+	dest := "pg_wal/RECOVERYHISTORY"
+	if code, _, errs := runArgs(env, "wal-fetch", "00000002.history", dest); code != 1 {
+		t.Fatalf("absent history: exit %d (%s), want 1", code, errs)
+	}
+	t.Chdir(primary)
+	if code, _, errs := runArgs(env, "wal-push", "pg_wal/00000002.history"); code != 0 {
+		t.Fatalf("wal-push: %d %s", code, errs)
+	}
+	t.Chdir(standby)
+	if code, _, errs := runArgs(env, "wal-fetch", "00000002.history", dest); code != 1 {
+		t.Errorf("standby within the miss TTL: exit %d (%s), want 1 (the recorded miss)", code, errs)
+	}
+	if code, _, errs := runArgs(env, "wal-fetch", "--miss-ttl", "0", "00000002.history", dest); code != 0 {
+		t.Errorf("standby with --miss-ttl 0: exit %d (%s), want 0", code, errs)
+	}
+	os.Remove("standby.signal")
+	os.Remove(dest)
+	if code, _, errs := runArgs(env, "wal-fetch", "00000002.history", dest); code != 0 {
+		t.Errorf("archive recovery: exit %d (%s), want 0", code, errs)
+	}
+}

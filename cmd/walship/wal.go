@@ -92,6 +92,7 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 		"1 in standby mode (PostgreSQL retries later), 200 otherwise (recovery stops instead of ending early).")
 	prefetch := fs.Int("prefetch", intEnv(e, "WALSHIP_PREFETCH", 8), "segments to download ahead in the background, 0 disables ($WALSHIP_PREFETCH)")
 	retryFor := fs.Duration("retry-for", 60*time.Second, "how long to retry a storage error before giving up")
+	missTTL := fs.Duration("miss-ttl", restore.DefaultMissTTL, "in standby mode, how long a file found missing is answered missing without asking storage again; 0 disables")
 	spool := spoolFlag(e, fs)
 	e.cryptoFlags(fs, c)
 	// A restore_command that cannot run must not look like "file not found" (exit 1-125), or
@@ -129,6 +130,9 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	if *prefetch < 0 || *prefetch > 128 {
 		return fail(fmt.Errorf("--prefetch %d: use 0 to 128", *prefetch))
 	}
+	if *missTTL < 0 {
+		return fail(fmt.Errorf("--miss-ttl %s: use 0 (off) or a positive duration", *missTTL))
+	}
 	ids, err := c.identities()
 	if err != nil {
 		return fail(err)
@@ -141,7 +145,7 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	if *spool == "" {
 		*spool = filepath.Join(dataDir(dest), "walship")
 	}
-	f, err := restore.New(restore.Config{Store: st, SpoolDir: *spool, Prefetch: *prefetch, Standby: standby, Log: e.log, Identities: ids,
+	f, err := restore.New(restore.Config{Store: st, SpoolDir: *spool, Prefetch: *prefetch, Standby: standby, MissTTL: *missTTL, Log: e.log, Identities: ids,
 		StartPrefetch: func(names []string) error { return startPrefetch(c, *spool, names) }})
 	if err != nil {
 		return fail(err)
