@@ -247,15 +247,8 @@ func (p *Pusher) checkContent(ctx context.Context, f *os.File, name string, size
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrBadFile, name, err)
 	}
-	_, segno, err := walfile.ParseSegment(name, hdr.SegSize)
-	if err != nil {
+	if err := walfile.CheckHeader(name, hdr, size); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadFile, err)
-	}
-	if want := walfile.LSN(segno * uint64(hdr.SegSize)); hdr.PageAddr != want {
-		return nil, fmt.Errorf("%w: %s starts at %s, but its name says %s", ErrBadFile, name, hdr.PageAddr, want)
-	}
-	if kind == walfile.Segment && size != int64(hdr.SegSize) {
-		return nil, fmt.Errorf("%w: %s is %d bytes, its header says segments are %d", ErrBadFile, name, size, hdr.SegSize)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err

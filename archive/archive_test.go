@@ -202,10 +202,12 @@ func TestBadFiles(t *testing.T) {
 	os.WriteFile(short, data[:seg/2], 0o600)
 	notWAL := filepath.Join(wal, walfile.SegmentName(1, 10, seg))
 	os.WriteFile(notWAL, bytes.Repeat([]byte("x"), seg), 0o600)
+	laterTLI := filepath.Join(wal, walfile.SegmentName(1, 11, seg))
+	os.WriteFile(laterTLI, waltest.Segment(2, 11, seg, 42, 42), 0o600)
 	abs, _ := filepath.Abs(good)
 	escaping := []string{abs, "pg_wal/../../" + filepath.Base(good), "../data/" + good, good + "\x00",
 		"pg_wal/" + strings.Repeat("0", 5000), ""}
-	for _, path := range append([]string{wrongName, short, notWAL, filepath.Join(wal, "foo.txt")}, escaping...) {
+	for _, path := range append([]string{wrongName, short, notWAL, laterTLI, filepath.Join(wal, "foo.txt")}, escaping...) {
 		if err := p.Push(ctx, path); !errors.Is(err, archive.ErrBadFile) {
 			t.Errorf("push %.80q: got %v, want ErrBadFile", path, err)
 		}
@@ -368,5 +370,36 @@ func TestHistoryUploadRetried(t *testing.T) {
 				t.Fatalf("archived history %q, want %q", got, content)
 			}
 		})
+	}
+}
+
+// TestVerifyHeaderAgainstName: verify reports as corrupt an object whose WAL header says another
+// timeline or segment than its name, and passes a new timeline's first segment that begins with
+// its parent's pages.
+func TestVerifyHeaderAgainstName(t *testing.T) {
+	st := mem.New()
+	put := func(name string, data []byte) {
+		var buf bytes.Buffer
+		sum, _ := object.Encode(&buf, bytes.NewReader(data), object.DefaultOptions)
+		key, _ := layout.WALKey(name)
+		st.Put(context.Background(), key, bytes.NewReader(buf.Bytes()), sum.Metadata())
+	}
+	want := map[string]bool{ // name -> corrupt
+		walfile.SegmentName(1, 3, seg): true,  // holds timeline 2's header
+		walfile.SegmentName(1, 4, seg): true,  // holds segment 5
+		walfile.SegmentName(2, 6, seg): false, // opens with timeline 1's pages
+	}
+	put(walfile.SegmentName(1, 3, seg), waltest.Segment(2, 3, seg, 42, 1))
+	put(walfile.SegmentName(1, 4, seg), waltest.Segment(1, 5, seg, 42, 1))
+	put(walfile.SegmentName(2, 6, seg), waltest.Segment(1, 6, seg, 42, 1))
+	n := 0
+	err := archive.Verify(context.Background(), st, 2, nil, func(r archive.Result) {
+		n++
+		if archive.IsCorrupt(r.Err) != want[r.Name] {
+			t.Errorf("%s: verify error %v, want corrupt=%v", r.Name, r.Err, want[r.Name])
+		}
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("verify: %v after %d results, want 3", err, n)
 	}
 }

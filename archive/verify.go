@@ -87,8 +87,8 @@ func verifyOne(ctx context.Context, st storage.Store, key string, ids []age.Iden
 			r.Err = fmt.Errorf("%w: %v", object.ErrCorrupt, err)
 			return r
 		}
-		if _, segno, err := walfile.ParseSegment(name, h.SegSize); err != nil || h.PageAddr != walfile.LSN(segno*uint64(h.SegSize)) {
-			r.Err = fmt.Errorf("%w: content starts at %s, which is not segment %s", object.ErrCorrupt, h.PageAddr, name)
+		if err := walfile.CheckHeader(name, h, sum.RawSize); err != nil {
+			r.Err = fmt.Errorf("%w: %v", object.ErrCorrupt, err)
 		}
 	}
 	return r

@@ -34,7 +34,7 @@ func (f *Fetcher) fromSpool(name, dest string, hist history) (bool, error) {
 	if err != nil {
 		return false, nil
 	}
-	hdr, err := writeVerified(sf, dest, nil, f.cfg.Identities)
+	hdr, err := writeVerified(sf, name, dest, nil, f.cfg.Identities)
 	sf.Close()
 	os.Remove(p)
 	if err != nil {

@@ -159,7 +159,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		return fmt.Errorf("fetch %s: %w", name, err)
 	}
 	f.forgetMiss(name)
-	hdr, err := writeVerified(rc, dest, info.Metadata, f.cfg.Identities)
+	hdr, err := writeVerified(rc, name, dest, info.Metadata, f.cfg.Identities)
 	rc.Close()
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", name, err)
@@ -175,10 +175,11 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	return nil
 }
 
-// writeVerified decodes a frame into a temp file beside dest and renames it into place only when
-// the frame verified (and agrees with the object's metadata). It returns the WAL page header of
-// segments and partials.
-func writeVerified(r io.Reader, dest string, meta map[string]string, ids []age.Identity) (*walfile.PageHeader, error) {
+// writeVerified decodes a frame holding name into a temp file beside dest and renames it into
+// place only when the frame verified, agrees with the object's metadata and, for segments and
+// partials, opens with a WAL page header that fits name (walfile.CheckHeader); it returns that
+// header. A header that does not fit is damage like a bad checksum: object.ErrCorrupt.
+func writeVerified(r io.Reader, name, dest string, meta map[string]string, ids []age.Identity) (*walfile.PageHeader, error) {
 	// The header (and, for encrypted objects, the key) is checked before anything is written.
 	fr, err := object.NewReaderWith(r, ids)
 	if err != nil {
@@ -202,13 +203,12 @@ func writeVerified(r io.Reader, dest string, meta map[string]string, ids []age.I
 		return fail(fmt.Errorf("%w: content sha256 %s, object metadata says %s", object.ErrCorrupt, sum.Hex(), want.Hex()))
 	}
 	var hdr *walfile.PageHeader
-	if k := walfile.Classify(filepath.Base(dest)); k != walfile.History && sum.RawSize >= 40 {
-		buf := make([]byte, 40)
-		if _, err := tmp.ReadAt(buf, 0); err == nil {
-			if h, err := walfile.ParseHeader(buf); err == nil {
-				hdr = &h
-			}
+	if k := walfile.Classify(name); k == walfile.Segment || k == walfile.Partial {
+		h, err := readHeader(tmp, name, sum.RawSize)
+		if err != nil {
+			return fail(fmt.Errorf("%w: %v", object.ErrCorrupt, err))
 		}
+		hdr = &h
 	}
 	if err := tmp.Close(); err != nil {
 		os.Remove(tmp.Name())
@@ -219,6 +219,18 @@ func writeVerified(r io.Reader, dest string, meta map[string]string, ids []age.I
 		return nil, err
 	}
 	return hdr, nil
+}
+
+func readHeader(f *os.File, name string, size int64) (walfile.PageHeader, error) {
+	buf := make([]byte, 40)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return walfile.PageHeader{}, fmt.Errorf("%s: reading the WAL page header: %v", name, err)
+	}
+	h, err := walfile.ParseHeader(buf)
+	if err != nil {
+		return h, fmt.Errorf("%s: %v", name, err)
+	}
+	return h, walfile.CheckHeader(name, h, size)
 }
 
 // history maps a timeline to the LSN where the recovery target's history says it ended.

@@ -3,6 +3,7 @@ package restore_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -357,5 +358,65 @@ func TestArchiveRecoveryIgnoresMisses(t *testing.T) {
 		if *n != 10 {
 			t.Errorf("%s: 10 probes made %d storage requests, want 10", what, *n)
 		}
+	}
+}
+
+// storeRaw frames data as walship does and stores it under name's key, bypassing wal-push's
+// checks, as a damaged or misplaced object would be.
+func storeRaw(t *testing.T, st storage.Store, name string, data []byte) {
+	t.Helper()
+	var buf bytes.Buffer
+	sum, err := object.Encode(&buf, bytes.NewReader(data), object.DefaultOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := layout.WALKey(name)
+	if err := st.Put(context.Background(), key, bytes.NewReader(buf.Bytes()), sum.Metadata()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHeaderMismatchRefused: a verified frame whose WAL page header contradicts the name it was
+// asked for (another timeline, segment number or segment size, or the wrong length) is damaged:
+// object.ErrCorrupt, and nothing reaches %p, whether it came from storage or the spool. A header
+// of an earlier timeline is normal (a new timeline's first segment begins with its parent's pages).
+func TestHeaderMismatchRefused(t *testing.T) {
+	name := walfile.SegmentName(1, 4, seg)
+	segSize2 := waltest.Segment(1, 4, seg, 42, 1)
+	binary.LittleEndian.PutUint32(segSize2[32:], 2*seg) // says 2 MiB segments: 4 MiB is segment 2
+	cases := map[string][]byte{
+		"timeline":       waltest.Segment(2, 4, seg, 42, 1),
+		"segment number": waltest.Segment(1, 5, seg, 42, 1),
+		"segment size":   segSize2,
+		"short":          waltest.Segment(1, 4, seg, 42, 1)[:seg/2],
+		"not WAL":        bytes.Repeat([]byte("x"), seg),
+		"tiny":           []byte("x"),
+	}
+	for what, data := range cases {
+		for _, fromSpool := range []bool{false, true} {
+			st := mem.New()
+			storeRaw(t, st, name, data)
+			spool := t.TempDir()
+			if fromSpool {
+				if err := restore.Prefetch(context.Background(), st, spool, []string{name}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
+			err := fetcher(t, st, restore.Config{SpoolDir: spool}).Fetch(context.Background(), name, dest)
+			if !errors.Is(err, object.ErrCorrupt) || errors.Is(err, restore.ErrNotFound) {
+				t.Errorf("%s (spool %v): got %v, want ErrCorrupt", what, fromSpool, err)
+			}
+			if _, err := os.Stat(dest); !os.IsNotExist(err) {
+				t.Errorf("%s (spool %v): a mismatched segment was handed to PostgreSQL", what, fromSpool)
+			}
+			leftovers(t, "pg_wal")
+		}
+	}
+	st := mem.New()
+	switchSeg := walfile.SegmentName(2, 4, seg)
+	storeRaw(t, st, switchSeg, waltest.Segment(1, 4, seg, 42, 1))
+	if err := fetcher(t, st, restore.Config{}).Fetch(context.Background(), switchSeg, filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")); err != nil {
+		t.Errorf("timeline 2 segment opening with timeline 1 pages: %v, want it served", err)
 	}
 }

@@ -177,6 +177,32 @@ func ParseHeader(b []byte) (PageHeader, error) {
 	return h, nil
 }
 
+// CheckHeader reports whether hdr, the long page header of a file of size bytes, fits the segment
+// or .partial name: the header's page address is the start of the segment the name gives for the
+// header's segment size, its timeline is not after the name's (the first segment of a new timeline
+// legitimately begins with its parent's pages, so an earlier one is normal), and a segment is
+// exactly one segment long (a .partial at most). wal-push, wal-fetch and verify all apply it.
+func CheckHeader(name string, hdr PageHeader, size int64) error {
+	k := Classify(name)
+	if k != Segment && k != Partial {
+		return fmt.Errorf("walfile: %q is not a segment or .partial name", name)
+	}
+	tli, segno, err := ParseSegment(name, hdr.SegSize)
+	if err != nil {
+		return err
+	}
+	if want := LSN(segno * uint64(hdr.SegSize)); hdr.PageAddr != want {
+		return fmt.Errorf("%s starts at %s, but its name says %s", name, hdr.PageAddr, want)
+	}
+	if hdr.Timeline > tli {
+		return fmt.Errorf("%s: its header says timeline %d, after its name's %d", name, hdr.Timeline, tli)
+	}
+	if (k == Segment && size != int64(hdr.SegSize)) || size > int64(hdr.SegSize) {
+		return fmt.Errorf("%s is %d bytes, its header says segments are %d", name, size, hdr.SegSize)
+	}
+	return nil
+}
+
 // HistoryEntry is one line of a timeline history file: timeline TLI ended at SwitchLSN.
 type HistoryEntry struct {
 	Timeline  uint32

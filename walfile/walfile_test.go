@@ -104,3 +104,33 @@ func TestParseHistory(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckHeader(t *testing.T) {
+	const seg = 16 << 20
+	h := func(tli uint32, addr uint64, segSize uint32) PageHeader {
+		return PageHeader{Magic: 0xD110, Timeline: tli, PageAddr: LSN(addr), SystemID: 1, SegSize: segSize, BlockSize: 8192}
+	}
+	cases := []struct {
+		what string
+		name string
+		hdr  PageHeader
+		size int64
+		ok   bool
+	}{
+		{"fits", "000000020000000000000003", h(2, 3*seg, seg), seg, true},
+		{"parent timeline's pages", "000000020000000000000003", h(1, 3*seg, seg), seg, true},
+		{"partial", "000000010000000000000003.partial", h(1, 3*seg, seg), seg, true},
+		{"later timeline", "000000010000000000000003", h(2, 3*seg, seg), seg, false},
+		{"other segment", "000000010000000000000003", h(1, 4*seg, seg), seg, false},
+		{"other segment size", "000000010000000000000003", h(1, 3*seg, 2*seg), 2 * seg, false},
+		{"out of range for the size", "0000000100000000000000FF", h(1, 0xFF<<30, 1<<30), 1 << 30, false},
+		{"short", "000000010000000000000003", h(1, 3*seg, seg), seg - 1, false},
+		{"long partial", "000000010000000000000003.partial", h(1, 3*seg, seg), seg + 1, false},
+		{"history", "00000002.history", h(1, 3*seg, seg), seg, false},
+	}
+	for _, c := range cases {
+		if err := CheckHeader(c.name, c.hdr, c.size); (err == nil) != c.ok {
+			t.Errorf("%s: CheckHeader(%s) = %v, want ok=%v", c.what, c.name, err, c.ok)
+		}
+	}
+}

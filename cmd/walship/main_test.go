@@ -7,6 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/walship/walship/internal/waltest"
+	"github.com/walship/walship/layout"
+	"github.com/walship/walship/object"
+	"github.com/walship/walship/storage/file"
+	"github.com/walship/walship/walfile"
 )
 
 func runArgs(env map[string]string, args ...string) (int, string, string) {
@@ -136,5 +142,32 @@ func TestCLIMissTTL(t *testing.T) {
 	os.Remove(dest)
 	if code, _, errs := runArgs(env, "wal-fetch", "00000002.history", dest); code != 0 {
 		t.Errorf("archive recovery: exit %d (%s), want 0", code, errs)
+	}
+}
+
+// TestCLIHeaderMismatchExit200: a stored segment whose WAL header says another segment than its
+// name stops archive recovery (exit 200, "damaged") and never reaches %p.
+func TestCLIHeaderMismatchExit200(t *testing.T) {
+	dir := t.TempDir()
+	st, err := file.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := walfile.SegmentName(1, 3, 1<<20)
+	var buf bytes.Buffer
+	sum, _ := object.Encode(&buf, bytes.NewReader(waltest.Segment(1, 4, 1<<20, 42, 1)), object.DefaultOptions)
+	key, _ := layout.WALKey(name)
+	if err := st.Put(context.Background(), key, bytes.NewReader(buf.Bytes()), sum.Metadata()); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	os.MkdirAll("pg_wal", 0o700)
+	env := map[string]string{"WALSHIP_STORAGE": "file://" + dir}
+	code, _, errs := runArgs(env, "wal-fetch", "--prefetch", "0", name, "pg_wal/RECOVERYXLOG")
+	if code != 200 || !strings.Contains(errs, "damaged") {
+		t.Errorf("mismatched header: exit %d (%s), want 200 naming the damage", code, errs)
+	}
+	if _, err := os.Stat("pg_wal/RECOVERYXLOG"); !os.IsNotExist(err) {
+		t.Errorf("the mismatched segment reached %%p")
 	}
 }
