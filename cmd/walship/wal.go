@@ -62,6 +62,7 @@ func runWalPush(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "walship wal-push: --parallel %d: use 1 to 64\n", *parallel)
 		return exitUsage
 	}
+	gcBudget(*parallel)
 	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "walship wal-push: %s\n", oneLine(err))
