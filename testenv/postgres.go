@@ -255,15 +255,27 @@ func (p *Postgres) psql(t testing.TB, sql string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-// WaitFor polls sql until its output is want. Errors count as "not yet", since the server may be
+// WaitFor polls sql until its output is want, and fails at once if the server stops meanwhile.
+// Errors count as "not yet", since the server may be
 // starting or still in recovery; the last output and error are in the failure message.
 func (p *Postgres) WaitFor(t testing.TB, sql, want string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	var downSince time.Time
 	for {
 		got, err := p.psql(t, sql)
 		if err == nil && got == want {
 			return
+		}
+		// A server that has stopped (a failed recovery) will never answer: say so at once rather
+		// than at the deadline. The pid file may lag a moment behind StartNoWait, hence the grace.
+		if _, serr := os.Stat(filepath.Join(p.DataDir, "postmaster.pid")); serr == nil {
+			downSince = time.Time{}
+		} else if downSince.IsZero() {
+			downSince = time.Now()
+		} else if time.Since(downSince) > 3*time.Second {
+			t.Fatalf("testenv: %q: the server is not running (error: %v)\nlast lines of %s:\n%s",
+				sql, err, p.logPath, lastLines(p.logPath, 20))
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("testenv: %q gave %q (error: %v), want %q within %s\nlast lines of %s:\n%s",
