@@ -11,121 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/walship/walship/testenv"
-	"github.com/walship/walship/walfile"
 )
-
-const corpusSegments = 64
-
-var walship string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "walship-bench-bin-")
-	if err != nil {
-		panic(err)
-	}
-	os.Chmod(dir, 0o755)
-	walship = filepath.Join(dir, "walship")
-	if out, err := exec.Command("go", "build", "-o", walship, "../cmd/walship").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// corpus is a base backup and the segments written after it, kept in the cache between runs.
-type corpus struct {
-	dir      string // postgres-owned
-	backup   string
-	segments []string // paths, oldest first
-	bytes    int64
-}
-
-// loadCorpus builds the corpus once: pgbench -i -s 20, a base backup, then pgbench until 64 full
-// segments have been archived (by plain cp) after it.
-func loadCorpus(b *testing.B) corpus {
-	b.Helper()
-	// Not under $HOME: the postgres user writes the corpus and must be able to reach it.
-	dir := os.Getenv("WALSHIP_BENCH_CORPUS")
-	if dir == "" {
-		dir = "/var/tmp/walship-bench-corpus-v1"
-	}
-	c := corpus{dir: dir, backup: filepath.Join(dir, "backup")}
-	if _, err := os.Stat(filepath.Join(dir, "complete")); err != nil {
-		build(b, dir)
-	}
-	// The 64 segments start at the base backup's first segment, so recovery replays exactly them.
-	label, err := os.ReadFile(filepath.Join(c.backup, "backup_label"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var first string
-	for _, line := range strings.Split(string(label), "\n") {
-		if _, f, ok := strings.Cut(line, "(file "); ok && strings.HasPrefix(line, "START WAL LOCATION") {
-			first = strings.TrimSuffix(f, ")")
-		}
-	}
-	names, _ := filepath.Glob(filepath.Join(dir, "wal", "0000000100000000000000??"))
-	sort.Strings(names)
-	i := sort.SearchStrings(names, filepath.Join(dir, "wal", first))
-	if first == "" || len(names)-i < corpusSegments {
-		b.Fatalf("corpus has %d segments from %q, want %d: remove %s and rerun", len(names)-i, first, corpusSegments, dir)
-	}
-	c.segments = names[i : i+corpusSegments]
-	for _, s := range c.segments {
-		fi, _ := os.Stat(s)
-		c.bytes += fi.Size()
-	}
-	return c
-}
-
-func build(b *testing.B, dir string) {
-	b.Logf("building the corpus in %s (once)", dir)
-	os.RemoveAll(dir)
-	os.MkdirAll(filepath.Join(dir, "wal"), 0o755)
-	runAs(b, "chown", "-R", "postgres", dir)
-	wal := filepath.Join(dir, "wal")
-	pg := testenv.StartPostgres(b, testenv.PostgresOptions{Conf: []string{
-		"archive_mode = on", fmt.Sprintf("archive_command = 'cp %%p %s/%%f'", wal),
-		"wal_level = replica", "max_wal_size = 4GB", "checkpoint_timeout = 30min", "shared_buffers = 256MB",
-		"synchronous_commit = off",
-	}})
-	pg.RunAs(b, "pgbench", "-i", "-q", "-s", "20", "postgres")
-	pg.RunAs(b, "pg_basebackup", "-D", filepath.Join(dir, "backup"), "--wal-method=none", "--checkpoint=fast")
-	start := pg.Psql(b, "select pg_walfile_name(pg_current_wal_lsn())")
-	for {
-		pg.RunAs(b, "pgbench", "-n", "-c", "4", "-j", "2", "-T", "10", "postgres")
-		cur := pg.Psql(b, "select pg_walfile_name(pg_current_wal_lsn())")
-		if segDistance(start, cur) > corpusSegments+2 {
-			break
-		}
-	}
-	pg.Psql(b, "select pg_switch_wal()")
-	pg.WaitFor(b, "select last_archived_wal >= pg_walfile_name(pg_current_wal_lsn() - 1) from pg_stat_archiver", "t", 5*time.Minute)
-	pg.Stop(b)
-	os.WriteFile(filepath.Join(dir, "complete"), nil, 0o644)
-}
-
-func segDistance(a, b string) int {
-	_, x, _ := walfile.ParseSegment(a, 16<<20)
-	_, y, _ := walfile.ParseSegment(b, 16<<20)
-	return int(y - x)
-}
-
-func runAs(b *testing.B, args ...string) {
-	b.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		b.Fatalf("%v: %v\n%s", args, err, out)
-	}
-}
 
 // calls runs one command per segment, in order, and returns wall time and the CPU time of the
 // processes (user + system).
@@ -155,7 +47,7 @@ func callsThen(b *testing.B, env []string, dir string, argv func(seg string) []s
 	return time.Since(start), cpu
 }
 
-func report(b *testing.B, c corpus, wall, cpu time.Duration) {
+func reportRun(b *testing.B, c corpus, wall, cpu time.Duration) {
 	n := float64(len(c.segments))
 	b.ReportMetric(n/wall.Seconds(), "seg/s")
 	b.ReportMetric(float64(c.bytes)/1e6/wall.Seconds(), "MB/s")
@@ -247,7 +139,7 @@ func BenchmarkArchive(b *testing.B) {
 						stored = tg.size(b, url)
 					}
 				}
-				report(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
+				reportRun(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
 				if stored > 0 {
 					b.ReportMetric(float64(c.bytes)/float64(stored), "ratio")
 				}
@@ -269,7 +161,7 @@ func BenchmarkCopyFsync(b *testing.B) {
 		wall += w
 		cpu += u
 	}
-	report(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
+	reportRun(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
 }
 
 // BenchmarkFetch restores the 64 segments with one wal-fetch call each (prefetch on, as
@@ -294,7 +186,7 @@ func BenchmarkFetch(b *testing.B) {
 				wall += w
 				cpu += u
 			}
-			report(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
+			reportRun(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
 		})
 	}
 	b.Run("cp", func(b *testing.B) {
@@ -305,7 +197,7 @@ func BenchmarkFetch(b *testing.B) {
 			wall += w
 			cpu += u
 		}
-		report(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
+		reportRun(b, c, wall/time.Duration(b.N), cpu/time.Duration(b.N))
 	})
 }
 
@@ -383,12 +275,23 @@ func BenchmarkPgbenchBacklog(b *testing.B) {
 	pg.RunAs(b, "pgbench", "-n", "-c", "4", "-j", "2", "-T", "60", "postgres")
 	<-done
 	mb := pg.Psql(b, fmt.Sprintf("select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '%s') / 1048576)", startLSN))
-	maxReady := 0
-	for _, s := range samples {
-		maxReady = max(maxReady, s)
-	}
+	maxReady := maxOf(samples)
 	b.Logf("pgbench 60 s: %s MiB of WAL; .ready backlog per second: %v", mb, samples)
 	b.ReportMetric(float64(maxReady), "max-ready")
 	b.ReportMetric(float64(samples[len(samples)-1]), "final-ready")
 	b.ReportMetric(0, "ns/op")
+	// Keeping up means the backlog of the last ten seconds is no larger than that of the first
+	// ten after the warm-up, give or take one parallel push (4 files).
+	early, late := maxOf(samples[5:15]), maxOf(samples[len(samples)-10:])
+	if late > early+4 {
+		b.Fatalf("archiving falls behind pgbench: the .ready backlog grew from at most %d to %d files", early, late)
+	}
+}
+
+func maxOf(xs []int) int {
+	m := 0
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
 }

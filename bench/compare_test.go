@@ -1,0 +1,268 @@
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/testenv"
+)
+
+// BenchmarkCompare measures walship against pgBackRest and barman-cloud on the same corpus, in
+// one run: archive, fetch and recovery, with the tools alternated round by round (A B C A B C …)
+// so that a slow moment of the machine does not land on one tool alone. It prints one report
+// with medians and ranges, walship's ratios to each peer and to the limits of the machine, and
+// writes it to bench/results/. Run it with bench/compare, which installs the peers.
+func BenchmarkCompare(b *testing.B) {
+	for _, p := range []string{"pgbackrest", "barman-cloud-wal-archive", "barman-cloud-wal-restore", "zstd", "lz4", "sha256sum", "/usr/bin/time"} {
+		if _, err := exec.LookPath(p); err != nil {
+			b.Fatalf("bench: %s not found: run bench/compare, which installs the peers (apt-get install pgbackrest barman-cli-cloud python3-boto3 zstd lz4 time)", p)
+		}
+	}
+	rounds := 3
+	if v, err := strconv.Atoi(os.Getenv("WALSHIP_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	c := loadCorpus(b)
+	l := newLab(b, c)
+	r := &report{c: c, rounds: rounds, results: map[string]map[string][]measure{}}
+
+	walshipS3 := walshipTool("walship s3", true)
+	pgbrSync := pgbackrestTool("pgbackrest s3 sync", true, false)
+	pgbrAsync := pgbackrestTool("pgbackrest s3 async", true, true)
+	archivers := []tool{cpTool, walshipTool("walship file", false), pgbackrestTool("pgbackrest posix", false, false),
+		walshipTool("walship s3 --parallel 1", true, "--parallel", "1"), walshipS3, pgbrSync, pgbrAsync, barmanTool}
+	fetchers := []tool{cpTool, walshipTool("walship file", false), pgbackrestTool("pgbackrest posix", false, false),
+		walshipS3, pgbrSync, pgbrAsync, barmanTool}
+	recoverers := []tool{cpTool, walshipS3, pgbrSync, pgbrAsync, barmanTool}
+	r.tools = map[string]tool{}
+	for _, ts := range [][]tool{archivers, fetchers, recoverers} {
+		for _, t := range ts {
+			r.tools[t.name] = t
+		}
+	}
+
+	for i := 0; i < rounds; i++ {
+		for _, t := range archivers {
+			r.add("archive", t.name, archiveRun(b, l, t))
+		}
+	}
+	// Each tool's archive for fetching and recovery is filled once by its own push, untimed.
+	filled := map[string]archive{}
+	for _, t := range fetchers {
+		a := t.open(b, l)
+		fill(b, l, a)
+		filled[t.name] = a
+	}
+	for i := 0; i < rounds; i++ {
+		for _, t := range fetchers {
+			r.add("fetch", t.name, fetchRun(b, l, filled[t.name]))
+		}
+	}
+	for i := 0; i < rounds; i++ {
+		for _, t := range recoverers {
+			r.add("recovery", t.name, recoveryRun(b, l, filled[t.name]))
+		}
+	}
+	r.limits = limits(b, c, rounds)
+	r.order = map[string][]string{"archive": names(archivers), "fetch": names(fetchers), "recovery": names(recoverers)}
+
+	text := r.String()
+	fmt.Println(text)
+	out := filepath.Join("results", fmt.Sprintf("%s-%s.md", time.Now().Format("2006-01-02"), hostname()))
+	if err := os.WriteFile(out, []byte(text), 0o644); err != nil {
+		b.Fatalf("bench: write %s: %v", out, err)
+	}
+	b.Logf("report written to bench/%s", out)
+	b.ReportMetric(0, "ns/op")
+}
+
+func names(ts []tool) []string {
+	var n []string
+	for _, t := range ts {
+		n = append(n, t.name)
+	}
+	return n
+}
+
+// dataDir lays out a data directory for one run under run: pg_control and PG_VERSION from the
+// base backup (pgBackRest checks them against its stanza), and, with segments, the corpus in
+// pg_wal as hard links with an archive_status .ready file each, the backlog PostgreSQL leaves
+// when archiving falls behind.
+func dataDir(b *testing.B, c corpus, run string, segments bool) string {
+	data := filepath.Join(run, "data")
+	for _, d := range []string{"global", "pg_wal/archive_status"} {
+		if err := os.MkdirAll(filepath.Join(data, d), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	mustRun(b, "cp", filepath.Join(c.backup, "global", "pg_control"), filepath.Join(data, "global"))
+	mustRun(b, "cp", filepath.Join(c.backup, "PG_VERSION"), data)
+	if segments {
+		for _, s := range c.segments {
+			if err := os.Link(s, filepath.Join(data, "pg_wal", filepath.Base(s))); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(data, "pg_wal", "archive_status", filepath.Base(s)+".ready"), nil, 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return data
+}
+
+// archiveRun pushes the corpus into a fresh archive of t with one call per segment, oldest first,
+// marking each .done after its call as PostgreSQL does.
+func archiveRun(b *testing.B, l *lab, t tool) measure {
+	run := l.dir(b, "archive")
+	defer os.RemoveAll(run)
+	data := dataDir(b, l.c, run, true)
+	a := t.open(b, l)
+	cl := newCaller(b)
+	for _, s := range l.c.segments {
+		name := filepath.Base(s)
+		cl.call(data, a.env, a.push(data, "pg_wal/"+name))
+		status := filepath.Join(data, "pg_wal", "archive_status", name)
+		if err := os.Rename(status+".ready", status+".done"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m := cl.done()
+	m.stored = a.stored()
+	m.segs, m.rawSize = len(l.c.segments), l.c.bytes
+	return m
+}
+
+// fill pushes the corpus into a, untimed, for the fetch and recovery runs.
+func fill(b *testing.B, l *lab, a archive) {
+	run := l.dir(b, "fill")
+	defer os.RemoveAll(run)
+	data := dataDir(b, l.c, run, true)
+	cl := newCaller(b)
+	for _, s := range l.c.segments {
+		cl.call(data, a.env, a.push(data, "pg_wal/"+filepath.Base(s)))
+	}
+	cl.done()
+	// The pushes ran as root; the postgres user restores from local archives during recovery.
+	mustRun(b, "chown", "-R", "postgres", l.work)
+}
+
+// fetchRun restores the corpus from a with one call per segment, each into its own file so the
+// bytes can be checked after the timed calls without giving prefetchers free time between them.
+func fetchRun(b *testing.B, l *lab, a archive) measure {
+	run := l.dir(b, "fetch")
+	defer os.RemoveAll(run)
+	data := dataDir(b, l.c, run, false)
+	spool := filepath.Join(run, "spool")
+	if err := os.Mkdir(spool, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	cl := newCaller(b)
+	for i, s := range l.c.segments {
+		cl.call(data, a.env, a.fetch(data, filepath.Base(s), fmt.Sprintf("pg_wal/restored-%02d", i), spool))
+	}
+	m := cl.done()
+	for i, s := range l.c.segments {
+		got, err := os.ReadFile(filepath.Join(data, "pg_wal", fmt.Sprintf("restored-%02d", i)))
+		if err != nil {
+			b.Fatalf("bench: restored %s: %v", filepath.Base(s), err)
+		}
+		want, err := os.ReadFile(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			b.Fatalf("bench: restored %s differs from the original (%d bytes, want %d)", filepath.Base(s), len(got), len(want))
+		}
+	}
+	m.segs, m.rawSize = len(l.c.segments), l.c.bytes
+	return m
+}
+
+// recoveryRun times a copy of the base backup replaying the corpus through a's restore_command
+// until it reaches the end of the archive and promotes.
+func recoveryRun(b *testing.B, l *lab, a archive) measure {
+	dir := testenv.EmptyDataDir(b)
+	defer os.RemoveAll(dir)
+	testenv.CopyDataDir(b, l.c.backup, dir)
+	signal := filepath.Join(dir, "recovery.signal")
+	if err := os.WriteFile(signal, nil, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	testenv.ChownPostgres(b, signal)
+	spool := l.dir(b, "recovery-spool")
+	defer os.RemoveAll(spool)
+	pg := testenv.NewPostgresFromDataDir(b, dir, testenv.PostgresOptions{Env: a.env, Conf: []string{
+		"archive_mode = off", "restore_command = '" + a.restoreCommand(dir, spool) + "'",
+		"recovery_target_action = 'promote'", "shared_buffers = 256MB"}})
+	start := time.Now()
+	pg.StartNoWait(b)
+	pg.WaitFor(b, "select pg_is_in_recovery()", "f", 20*time.Minute)
+	m := measure{wall: time.Since(start), segs: len(l.c.segments), rawSize: l.c.bytes}
+	pg.Stop(b)
+	return m
+}
+
+// limit is one physical limit of the machine: a C tool's throughput on the corpus on one core.
+type limit struct {
+	name     string
+	perCore  stat // MB of raw WAL per CPU second
+	outRatio float64
+}
+
+// limits runs zstd, lz4 and sha256sum over the corpus on one core, rounds times.
+func limits(b *testing.B, c corpus, rounds int) []limit {
+	var out []limit
+	for _, l := range []struct{ name, cmd string }{
+		{"zstd -1 (one thread)", "zstd -q -1 --single-thread -c"},
+		{"zstd -3 (one thread)", "zstd -q -3 --single-thread -c"},
+		{"lz4 -1", "lz4 -q -1 -c"},
+		{"sha256sum", "sha256sum"},
+	} {
+		loop := `for f; do ` + l.cmd + ` "$f"; done`
+		var rates []float64
+		for i := 0; i < rounds; i++ {
+			cl := &caller{b: b, group: &cpuGroup{}}
+			cl.call("/", nil, append([]string{"/bin/sh", "-c", loop + " > /dev/null", "sh"}, c.segments...))
+			m := cl.done()
+			rates = append(rates, float64(c.bytes)/1e6/m.cpu.Seconds())
+		}
+		size, err := exec.Command("/bin/sh", append([]string{"-c", loop + " | wc -c", "sh"}, c.segments...)...).Output()
+		if err != nil {
+			b.Fatalf("bench: %s: %v", l.name, err)
+		}
+		n, _ := strconv.ParseFloat(strings.TrimSpace(string(size)), 64)
+		out = append(out, limit{name: l.name, perCore: summarize(rates), outRatio: float64(c.bytes) / n})
+	}
+	return out
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "unknown-host"
+	}
+	return h
+}
+
+// machine describes where the figures were taken.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("%s, %s, %d cores, Linux %s, %s", hostname(), model, runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version())
+}
