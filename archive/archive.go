@@ -233,9 +233,13 @@ func (p *Pusher) pushOne(ctx context.Context, path string) error {
 }
 
 // checkContent reads the WAL page header of segments and partials and checks it against the name
-// and the archive's identity. History and backup files carry no header.
+// and the archive's identity. History and backup files carry no header: their system is the one
+// in the data directory's pg_control (see checkSystem).
 func (p *Pusher) checkContent(ctx context.Context, f *os.File, name string, size int64) (*walfile.PageHeader, error) {
 	kind := walfile.Classify(name)
+	if kind == walfile.History || kind == walfile.Backup {
+		return nil, p.checkSystem(ctx, filepath.Dir(f.Name()), name)
+	}
 	if kind != walfile.Segment && kind != walfile.Partial {
 		return nil, nil
 	}
@@ -334,12 +338,20 @@ func (p *Pusher) checkIdentity(ctx context.Context, hdr walfile.PageHeader) erro
 			p.cfg.Log.Warn("could not cache the archive identity", "err", err.Error())
 		}
 	}
-	if p.id.SystemID != hdr.SystemID {
-		return fmt.Errorf("%w: this WAL is from database system %d, but %s belongs to system %d; point each cluster at its own prefix",
-			ErrForeignCluster, hdr.SystemID, p.cfg.StoreURL, p.id.SystemID)
+	if err := p.sameSystem(hdr.SystemID); err != nil {
+		return err
 	}
 	if p.id.SegSize != hdr.SegSize {
 		return fmt.Errorf("%w: WAL segment size %d differs from the archive's %d", ErrForeignCluster, hdr.SegSize, p.id.SegSize)
+	}
+	return nil
+}
+
+// sameSystem compares a system identifier with the known archive identity (p.mu held).
+func (p *Pusher) sameSystem(sysid uint64) error {
+	if p.id.SystemID != sysid {
+		return fmt.Errorf("%w: this WAL is from database system %d, but %s belongs to system %d; point each cluster at its own prefix",
+			ErrForeignCluster, sysid, p.cfg.StoreURL, p.id.SystemID)
 	}
 	return nil
 }

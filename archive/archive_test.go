@@ -403,3 +403,63 @@ func TestVerifyHeaderAgainstName(t *testing.T) {
 		t.Fatalf("verify: %v after %d results, want 3", err, n)
 	}
 }
+
+// TestForeignHistoryAndBackup: .history and .backup files carry no WAL header; they are checked
+// against the archive's system with the system identifier in DATADIR/global/pg_control, and
+// refused, like a foreign segment, when it differs or when pg_control is missing or damaged.
+func TestForeignHistoryAndBackup(t *testing.T) {
+	ctx := context.Background()
+	st := mem.New()
+	if err := newPusher(t, st, t.TempDir(), 1).Push(ctx, waltest.WriteSegment(t, waltest.WALDir(t), 1, 1, seg, waltest.SystemID)); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"00000002.history":                         "1\t0/3000060\tno recovery target specified\n",
+		"000000010000000000000002.00000028.backup": "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n",
+	}
+	stored := func(name string) bool {
+		key, _ := layout.WALKey(name)
+		_, err := st.Stat(ctx, key)
+		return err == nil
+	}
+	damaged := waltest.Control(waltest.SystemID)
+	damaged[100] ^= 1
+	for what, c := range map[string]struct {
+		control []byte // nil: no pg_control
+		want    string
+	}{
+		"other system":       {waltest.Control(222), "from database system 222, but mem:// belongs to system 42"},
+		"no pg_control":      {nil, "pg_control"},
+		"damaged pg_control": {damaged, "CRC"},
+		"short pg_control":   {waltest.Control(waltest.SystemID)[:300], "300 bytes"},
+	} {
+		wal := waltest.WALDir(t)
+		os.Remove(filepath.Join("global", "pg_control"))
+		if c.control != nil {
+			os.WriteFile(filepath.Join("global", "pg_control"), c.control, 0o600)
+		}
+		for name, content := range files {
+			os.WriteFile(filepath.Join(wal, name), []byte(content), 0o600)
+			err := newPusher(t, st, t.TempDir(), 1).Push(ctx, filepath.Join(wal, name))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s: push %s: got %v, want an error containing %q", what, name, err, c.want)
+			}
+			if (what == "other system") != errors.Is(err, archive.ErrForeignCluster) {
+				t.Errorf("%s: push %s: ErrForeignCluster=%v", what, name, errors.Is(err, archive.ErrForeignCluster))
+			}
+			if stored(name) {
+				t.Fatalf("%s: %s was stored", what, name)
+			}
+		}
+	}
+	// The archive's own system, and an archive with no identity yet, accept them.
+	for what, st := range map[string]storage.Store{"same system": st, "new archive": mem.New()} {
+		wal := waltest.WALDir(t)
+		for name, content := range files {
+			os.WriteFile(filepath.Join(wal, name), []byte(content), 0o600)
+			if err := newPusher(t, st, t.TempDir(), 1).Push(ctx, filepath.Join(wal, name)); err != nil {
+				t.Errorf("%s: push %s: %v", what, name, err)
+			}
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"strconv"
 	"strings"
 )
@@ -202,6 +203,51 @@ func CheckHeader(name string, hdr PageHeader, size int64) error {
 	}
 	return nil
 }
+
+// Control is what walship reads of pg_control, the data directory's control file
+// (catalog/pg_control.h, ControlFileData): the system identifier that also opens every WAL page
+// header, for files that carry no header (.history, .backup).
+type Control struct {
+	SystemID uint64 // system_identifier, the first field in every version
+	Version  uint32 // pg_control_version
+}
+
+// controlFileSize is PG_CONTROL_FILE_SIZE: pg_control is written zero-padded to this size.
+const controlFileSize = 8192
+
+// controlCRCOffset maps pg_control_version to offsetof(ControlFileData, crc); the crc is the
+// CRC-32C of every byte before it. PostgreSQL 13 to 16 write version 1300 with one layout, whose
+// fields end at byte 288 (mock_authentication_nonce[32] at 256; checked against PostgreSQL 15's
+// files). Other versions are read for their system identifier only.
+var controlCRCOffset = map[uint32]int{1300: 288}
+
+// ErrBadControl is returned for bytes that are not an intact pg_control file.
+var ErrBadControl = errors.New("not an intact pg_control file")
+
+// ParseControl reads pg_control (little-endian, as PostgreSQL writes it on x86 and ARM), checking
+// its size, version and, for the versions in controlCRCOffset, its CRC. A CRC mismatch can be a
+// torn read while PostgreSQL rewrites the file in place: read again before giving up.
+func ParseControl(b []byte) (Control, error) {
+	if len(b) != controlFileSize {
+		return Control{}, fmt.Errorf("%w: %d bytes, want %d", ErrBadControl, len(b), controlFileSize)
+	}
+	le := binary.LittleEndian
+	c := Control{SystemID: le.Uint64(b), Version: le.Uint32(b[8:])}
+	if c.Version < 900 || c.Version > 9999 {
+		return Control{}, fmt.Errorf("%w: version %d", ErrBadControl, c.Version)
+	}
+	if off, ok := controlCRCOffset[c.Version]; ok {
+		if got, want := crc32.Checksum(b[:off], castagnoli), le.Uint32(b[off:]); got != want {
+			return Control{}, fmt.Errorf("%w: CRC %08x, stored %08x", ErrBadControl, got, want)
+		}
+	}
+	if c.SystemID == 0 {
+		return Control{}, fmt.Errorf("%w: system identifier 0", ErrBadControl)
+	}
+	return c, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // HistoryEntry is one line of a timeline history file: timeline TLI ended at SwitchLSN.
 type HistoryEntry struct {

@@ -1,8 +1,10 @@
 package walfile
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"testing"
 )
 
@@ -131,6 +133,34 @@ func TestCheckHeader(t *testing.T) {
 	for _, c := range cases {
 		if err := CheckHeader(c.name, c.hdr, c.size); (err == nil) != c.ok {
 			t.Errorf("%s: CheckHeader(%s) = %v, want ok=%v", c.what, c.name, err, c.ok)
+		}
+	}
+}
+
+func TestParseControl(t *testing.T) {
+	good := make([]byte, 8192)
+	binary.LittleEndian.PutUint64(good, 7714409585967011990)
+	binary.LittleEndian.PutUint32(good[8:], 1300)
+	binary.LittleEndian.PutUint32(good[288:], crc32.Checksum(good[:288], crc32.MakeTable(crc32.Castagnoli)))
+	c, err := ParseControl(good)
+	if err != nil || c.SystemID != 7714409585967011990 || c.Version != 1300 {
+		t.Fatalf("ParseControl: %+v, %v", c, err)
+	}
+	// A version whose layout walship does not know is read for its system identifier only.
+	other := bytes.Clone(good)
+	binary.LittleEndian.PutUint32(other[8:], 1700)
+	if c, err := ParseControl(other); err != nil || c.SystemID != 7714409585967011990 {
+		t.Errorf("version 1700: %+v, %v", c, err)
+	}
+	flip := bytes.Clone(good)
+	flip[200] ^= 1
+	zero := make([]byte, 8192)
+	binary.LittleEndian.PutUint32(zero[8:], 1700)
+	swapped := bytes.Clone(good)
+	binary.BigEndian.PutUint32(swapped[8:], 1300)
+	for what, b := range map[string][]byte{"flipped bit": flip, "short": good[:4096], "system 0": zero, "big-endian": swapped, "empty": nil} {
+		if _, err := ParseControl(b); !errors.Is(err, ErrBadControl) {
+			t.Errorf("%s: got %v, want ErrBadControl", what, err)
 		}
 	}
 }

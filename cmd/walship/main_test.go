@@ -80,6 +80,7 @@ func TestCLICheckAndRoundTrip(t *testing.T) {
 	}
 	// PostgreSQL runs both commands in the data directory, with %p relative to it.
 	data := t.TempDir()
+	waltest.WriteControl(t, data, waltest.SystemID)
 	t.Chdir(data)
 	os.MkdirAll("pg_wal", 0o700)
 	os.WriteFile(filepath.Join("pg_wal", "00000002.history"), []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
@@ -117,6 +118,7 @@ func TestCLICheckAndRoundTrip(t *testing.T) {
 func TestCLIMissTTL(t *testing.T) {
 	env := map[string]string{"WALSHIP_STORAGE": "file://" + t.TempDir()}
 	primary := t.TempDir()
+	waltest.WriteControl(t, primary, waltest.SystemID)
 	os.MkdirAll(filepath.Join(primary, "pg_wal"), 0o700)
 	os.WriteFile(filepath.Join(primary, "pg_wal", "00000002.history"), []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
 	standby := t.TempDir()

@@ -4,6 +4,7 @@ package waltest
 
 import (
 	"encoding/binary"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -34,14 +35,39 @@ func Segment(tli uint32, segno uint64, segSize uint32, sysid uint64, seed uint64
 	return b
 }
 
-// WALDir makes DATADIR/pg_wal/archive_status, changes into DATADIR for the rest of the test and
-// returns "pg_wal": PostgreSQL runs archive and restore commands in the data directory with %p
-// relative to it, and walship refuses an absolute %p.
+// SystemID is the database system WALDir's pg_control names, and the one most tests' segments use.
+const SystemID = 42
+
+// Control returns a PostgreSQL 15 pg_control file (version 1300, CRC-32C at byte 288) for sysid.
+func Control(sysid uint64) []byte {
+	b := make([]byte, 8192)
+	binary.LittleEndian.PutUint64(b, sysid)
+	binary.LittleEndian.PutUint32(b[8:], 1300)
+	binary.LittleEndian.PutUint32(b[12:], 202209061)
+	binary.LittleEndian.PutUint32(b[228:], 16<<20)
+	binary.LittleEndian.PutUint32(b[288:], crc32.Checksum(b[:288], crc32.MakeTable(crc32.Castagnoli)))
+	return b
+}
+
+// WriteControl writes dataDir/global/pg_control for sysid.
+func WriteControl(t testing.TB, dataDir string, sysid uint64) {
+	if err := os.MkdirAll(filepath.Join(dataDir, "global"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dataDir, "global", "pg_control"), Control(sysid), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WALDir makes DATADIR/pg_wal/archive_status and DATADIR/global/pg_control (for SystemID),
+// changes into DATADIR for the rest of the test and returns "pg_wal": PostgreSQL runs archive and
+// restore commands in the data directory with %p relative to it, and walship refuses an absolute %p.
 func WALDir(t testing.TB) string {
 	data := filepath.Join(t.TempDir(), "data")
 	if err := os.MkdirAll(filepath.Join(data, "pg_wal", "archive_status"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	WriteControl(t, data, SystemID)
 	t.Chdir(data)
 	return "pg_wal"
 }
