@@ -107,6 +107,9 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 				"a standby's copy of a segment can differ from the primary's; use --allow-standby if this standby must archive")
 		}
 	}
+	// Markers of files PostgreSQL has since recorded as archived are dropped on every call, with
+	// any --parallel: even alone, each push leaves a marker for its own file.
+	p.pruneMarkers(walDir, name)
 	extra := p.readyNeighbours(walDir, name)
 	var wg sync.WaitGroup
 	for _, n := range extra {
@@ -172,7 +175,6 @@ func (p *Pusher) readyNeighbours(walDir, name string) []string {
 		}
 		return ready[i] < ready[j]
 	})
-	p.pruneMarkers(walDir)
 	return ready[:min(len(ready), p.cfg.Parallel-1)]
 }
 

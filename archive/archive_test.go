@@ -463,3 +463,25 @@ func TestForeignHistoryAndBackup(t *testing.T) {
 		}
 	}
 }
+
+// TestMarkersPruned: with any --parallel, the marker a push leaves is dropped by a later call once
+// PostgreSQL has marked that file done, so the spool does not grow with every segment archived.
+func TestMarkersPruned(t *testing.T) {
+	for _, parallel := range []int{1, 4} {
+		ctx := context.Background()
+		wal := waltest.WALDir(t)
+		st := mem.New()
+		spool := t.TempDir()
+		for i := uint64(1); i <= 10; i++ {
+			path := waltest.WriteSegment(t, wal, 1, i, seg, waltest.SystemID)
+			if err := newPusher(t, st, spool, parallel).Push(ctx, path); err != nil {
+				t.Fatal(err)
+			}
+			ready := filepath.Join(wal, "archive_status", filepath.Base(path))
+			os.Rename(ready+".ready", ready+".done") // as PostgreSQL does after exit 0
+		}
+		if m, _ := filepath.Glob(filepath.Join(spool, "archived", "0*")); len(m) > 1 {
+			t.Errorf("--parallel %d: %d markers left after 10 pushes, want at most 1: %v", parallel, len(m), m)
+		}
+	}
+}

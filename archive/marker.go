@@ -52,14 +52,14 @@ func (p *Pusher) writeMarker(name string, sum object.Summary) error {
 }
 
 // pruneMarkers drops markers of files PostgreSQL no longer has marked ready: it has recorded
-// them as archived, so it will not ask again.
-func (p *Pusher) pruneMarkers(walDir string) {
+// them as archived, so it will not ask again. The file being asked for keeps its marker.
+func (p *Pusher) pruneMarkers(walDir, asked string) {
 	entries, err := os.ReadDir(filepath.Join(p.cfg.SpoolDir, "archived"))
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
+		if strings.HasPrefix(e.Name(), ".") || e.Name() == asked {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(walDir, "archive_status", e.Name()+".ready")); os.IsNotExist(err) {
