@@ -173,3 +173,38 @@ func TestCLIHeaderMismatchExit200(t *testing.T) {
 		t.Errorf("the mismatched segment reached %%p")
 	}
 }
+
+// TestCLIWalPushLazy: wal-push sets up the storage SDK only when it needs storage. With an AWS
+// set-up that fails (a profile that does not exist), a call answered by a marker still exits 0,
+// and a call that must upload exits 2 naming the problem, as a bad URL does.
+func TestCLIWalPushLazy(t *testing.T) {
+	archive := t.TempDir()
+	data := t.TempDir()
+	t.Chdir(data)
+	waltest.WriteControl(t, data, waltest.SystemID)
+	os.MkdirAll("pg_wal/archive_status", 0o700)
+	seg := waltest.WriteSegment(t, "pg_wal", 1, 1, 1<<20, waltest.SystemID)
+	if code, _, errs := runArgs(map[string]string{"WALSHIP_STORAGE": "file://" + archive}, "wal-push", seg); code != 0 {
+		t.Fatalf("wal-push: %d %s", code, errs)
+	}
+	// The spool now vouches for the segment in the file archive; make it vouch for an S3 one.
+	const s3URL = "s3://bucket/p?endpoint=http://127.0.0.1:1"
+	for _, f := range []string{"walship/identity", "walship/archived/" + filepath.Base(seg)} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(f, bytes.ReplaceAll(b, []byte("file://"+archive), []byte("s3://bucket/p")), 0o600)
+	}
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
+	t.Setenv("AWS_PROFILE", "walship-no-such-profile")
+	env := map[string]string{"WALSHIP_STORAGE": s3URL}
+	if code, _, errs := runArgs(env, "wal-push", "--log-level", "debug", seg); code != 0 || !strings.Contains(errs, "marker") {
+		t.Errorf("marker hit with a failing SDK set-up: exit %d (%s), want 0 without setting it up", code, errs)
+	}
+	seg2 := waltest.WriteSegment(t, "pg_wal", 1, 2, 1<<20, waltest.SystemID)
+	code, _, errs := runArgs(env, "wal-push", "--parallel", "1", seg2)
+	if code != 2 || !strings.Contains(errs, "walship-no-such-profile") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+		t.Errorf("upload with a failing SDK set-up: exit %d (%s), want 2 and one line naming the profile", code, errs)
+	}
+}

@@ -63,7 +63,8 @@ func runWalPush(ctx context.Context, e *env, args []string) int {
 		return exitUsage
 	}
 	gcBudget(*parallel)
-	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log})
+	// Lazy: a call answered by a marker needs no storage, so it does not set up the SDK.
+	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log, Lazy: true})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "walship wal-push: %s\n", oneLine(err))
 		return exitUsage
@@ -79,7 +80,7 @@ func runWalPush(ctx context.Context, e *env, args []string) int {
 	}
 	if err := p.Push(ctx, path); err != nil {
 		e.log.Error("wal-push failed", "file", filepath.Base(path), "err", oneLine(err))
-		if errors.Is(err, archive.ErrBadFile) {
+		if errors.Is(err, archive.ErrBadFile) || errors.Is(err, open.ErrSetup) {
 			return exitUsage
 		}
 		return exitFailure
@@ -138,7 +139,8 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log,
+	// Lazy: a call served from the spool or answered by a recent miss needs no storage.
+	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log, Lazy: true,
 		Retry: storage.RetryPolicy{MaxElapsed: *retryFor}})
 	if err != nil {
 		return fail(err)
