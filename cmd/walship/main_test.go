@@ -208,3 +208,42 @@ func TestCLIWalPushLazy(t *testing.T) {
 		t.Errorf("upload with a failing SDK set-up: exit %d (%s), want 2 and one line naming the profile", code, errs)
 	}
 }
+
+// TestCLIFetchConfigErrorsOnStandby: on a standby, where a storage failure exits 1 (PostgreSQL
+// retries), bad configuration still exits 200 with one line: exit 1 would read as "not in the
+// archive" and the standby would wait forever.
+func TestCLIFetchConfigErrorsOnStandby(t *testing.T) {
+	t.Chdir(t.TempDir())
+	os.MkdirAll("pg_wal", 0o700)
+	os.WriteFile("standby.signal", nil, 0o600)
+	archive := "file://" + t.TempDir()
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "config"))
+	t.Setenv("AWS_PROFILE", "walship-no-such-profile")
+	badKey := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(badKey, []byte("not an age identity\n"), 0o600)
+	const name, dest = "000000010000000000000001", "pg_wal/RECOVERYXLOG"
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--storage", ""}, "no storage given"},
+		{[]string{"--storage", "ftp://x/y"}, `unknown scheme "ftp"`},
+		{[]string{"--storage", "s3://b/p?endpont=http://x"}, `unknown option "endpont"`},
+		{[]string{"--storage", archive, "--age-key-file", badKey}, "--age-key-file"},
+		{[]string{"--storage", archive, "--age-key-file", "/nonexistent-walship/key"}, "--age-key-file"},
+		{[]string{"--storage", archive, "--prefetch", "999"}, "--prefetch 999"},
+		{[]string{"--storage", archive, "--miss-ttl", "-1s"}, "--miss-ttl"},
+		{[]string{"--storage", "s3://b/p?endpoint=http://127.0.0.1:1"}, "walship-no-such-profile"},
+	}
+	for _, c := range cases {
+		code, _, errs := runArgs(nil, append(append([]string{"wal-fetch"}, c.args...), name, dest)...)
+		if code != 200 || !strings.Contains(errs, c.want) || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+			t.Errorf("standby, wal-fetch %q: exit %d, stderr %q; want 200 and one line containing %q", c.args, code, errs, c.want)
+		}
+	}
+	// An archive that cannot be read is not configuration: the standby retries (exit 1).
+	gone := "file://" + filepath.Join(t.TempDir(), "unmounted")
+	if code, _, errs := runArgs(nil, "wal-fetch", "--storage", gone, "--retry-for", "1s", name, dest); code != 1 {
+		t.Errorf("standby, unreadable archive: exit %d (%s), want 1", code, errs)
+	}
+}

@@ -91,7 +91,8 @@ func runWalPush(ctx context.Context, e *env, args []string) int {
 func runWalFetch(ctx context.Context, e *env, args []string) int {
 	fs, c := e.flags("wal-fetch", "[flags] %f %p", "restore_command: restore one WAL file, verified, to %p.\n"+
 		"Exit 0 restored; 1 not in the archive; on a storage error or damaged object, after retrying:\n"+
-		"1 in standby mode (PostgreSQL retries later), 200 otherwise (recovery stops instead of ending early).")
+		"1 in standby mode (PostgreSQL retries later), 200 otherwise (recovery stops instead of ending early).\n"+
+		"Bad arguments or configuration: 200 in every mode.")
 	prefetch := fs.Int("prefetch", intEnv(e, "WALSHIP_PREFETCH", 8), "segments to download ahead in the background, 0 disables ($WALSHIP_PREFETCH)")
 	retryFor := fs.Duration("retry-for", 60*time.Second, "how long to retry a storage error before giving up")
 	missTTL := fs.Duration("miss-ttl", restore.DefaultMissTTL, "in standby mode, how long a file found missing is answered missing without asking storage again; 0 disables")
@@ -129,21 +130,28 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 			"file", name, "err", oneLine(err))
 		return exitAbortPG
 	}
+	// Bad configuration exits 200 in every mode, like a bad argument: on a standby exit 1 reads
+	// as "not in the archive", and the standby would wait forever for WAL it can never be given
+	// instead of stopping with the reason in its log.
+	badConfig := func(err error) int {
+		fmt.Fprintf(e.stderr, "walship wal-fetch: %s\n", oneLine(err))
+		return exitAbortPG
+	}
 	if *prefetch < 0 || *prefetch > 128 {
-		return fail(fmt.Errorf("--prefetch %d: use 0 to 128", *prefetch))
+		return badConfig(fmt.Errorf("--prefetch %d: use 0 to 128", *prefetch))
 	}
 	if *missTTL < 0 {
-		return fail(fmt.Errorf("--miss-ttl %s: use 0 (off) or a positive duration", *missTTL))
+		return badConfig(fmt.Errorf("--miss-ttl %s: use 0 (off) or a positive duration", *missTTL))
 	}
 	ids, err := c.identities()
 	if err != nil {
-		return fail(err)
+		return badConfig(err)
 	}
 	// Lazy: a call served from the spool or answered by a recent miss needs no storage.
 	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log, Lazy: true,
 		Retry: storage.RetryPolicy{MaxElapsed: *retryFor}})
 	if err != nil {
-		return fail(err)
+		return badConfig(err)
 	}
 	if *spool == "" {
 		*spool = filepath.Join(dataDir(dest), "walship")
@@ -151,7 +159,7 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	f, err := restore.New(restore.Config{Store: st, SpoolDir: *spool, Prefetch: *prefetch, Standby: standby, MissTTL: *missTTL, Log: e.log, Identities: ids,
 		StartPrefetch: func(names []string) error { return startPrefetch(c, *spool, names) }})
 	if err != nil {
-		return fail(err)
+		return badConfig(err)
 	}
 	err = f.Fetch(ctx, name, dest)
 	switch {
@@ -160,6 +168,8 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	case errors.Is(err, restore.ErrNotFound):
 		e.log.Info("not in the archive", "file", name)
 		return exitFailure
+	case errors.Is(err, open.ErrSetup):
+		return badConfig(err)
 	}
 	return fail(err)
 }
