@@ -139,8 +139,8 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nStorage is chosen with --storage or %s: file:///abs/path, s3://bucket/prefix,\n", envStorage)
-	fmt.Fprintf(w, "gs://bucket/prefix or azblob://container/prefix. Run walship COMMAND --help for its flags.\n")
+	fmt.Fprintf(w, "\nStorage is chosen with --storage or %s: file:///abs/path (or just /abs/path),\n", envStorage)
+	fmt.Fprintf(w, "s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix. Run walship COMMAND --help for its flags.\n")
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

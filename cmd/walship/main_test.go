@@ -247,3 +247,29 @@ func TestCLIFetchConfigErrorsOnStandby(t *testing.T) {
 		t.Errorf("standby, unreadable archive: exit %d (%s), want 1", code, errs)
 	}
 }
+
+// TestCLIBarePathStorage: a bare absolute path is the file backend (the default scheme), in the
+// flag and the environment alike, and names the same archive as its file:// URL.
+func TestCLIBarePathStorage(t *testing.T) {
+	dir := t.TempDir()
+	if code, out, errs := runArgs(nil, "check", "--storage", dir); code != 0 || !strings.Contains(out, "OK") {
+		t.Fatalf("check --storage %s: exit %d %q %q", dir, code, out, errs)
+	}
+	data := t.TempDir()
+	waltest.WriteControl(t, data, waltest.SystemID)
+	t.Chdir(data)
+	os.MkdirAll("pg_wal/archive_status", 0o700)
+	seg := waltest.WriteSegment(t, "pg_wal", 1, 1, 1<<20, waltest.SystemID)
+	if code, _, errs := runArgs(map[string]string{"WALSHIP_STORAGE": dir}, "wal-push", seg); code != 0 {
+		t.Fatalf("wal-push with WALSHIP_STORAGE=%s: exit %d %s", dir, code, errs)
+	}
+	if code, _, errs := runArgs(nil, "wal-fetch", "--storage", "file://"+dir, "--prefetch", "0", filepath.Base(seg), "pg_wal/RECOVERYXLOG"); code != 0 {
+		t.Fatalf("wal-fetch from file://%s: exit %d %s", dir, code, errs)
+	}
+	for _, args := range [][]string{{"check", "--storage", ""}, {"wal-push", "--storage", "", seg}} {
+		code, _, errs := runArgs(nil, args...)
+		if code != 2 || !strings.Contains(errs, "--storage") || !strings.Contains(errs, "WALSHIP_STORAGE") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+			t.Errorf("walship %q: exit %d, stderr %q; want 2 and one line naming --storage and WALSHIP_STORAGE", args, code, errs)
+		}
+	}
+}

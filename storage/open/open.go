@@ -33,7 +33,7 @@ type Options struct {
 }
 
 // Schemes lists the accepted URL forms, for help texts.
-const Schemes = "file:///abs/path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix"
+const Schemes = "file:///abs/path (or just /abs/path), s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix"
 
 // Open parses rawURL, builds the backend without network I/O (or, with o.Lazy, on first use), and
 // wraps it in storage.Retry.
@@ -93,8 +93,11 @@ func backend(ctx context.Context, rawURL string, o Options) (string, func() (sto
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme == "" {
+		// A bare absolute path is a directory for the file backend, the default scheme, taken
+		// literally (a "?" or "#" in it is part of the name). One with an "@" is refused: it
+		// may be a mistyped URL with credentials, which errors and logs must not echo.
 		if filepath.IsAbs(rawURL) && !strings.Contains(rawURL, "@") {
-			return "", nil, fmt.Errorf("storage %q: write it as file://%s", rawURL, rawURL)
+			return "file://" + filepath.Clean(rawURL), func() (storage.Store, error) { return file.New(rawURL) }, nil
 		}
 		return "", nil, fmt.Errorf("storage URL %q is not a URL: use %s", redactRaw(rawURL), Schemes)
 	}

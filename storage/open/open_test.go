@@ -14,7 +14,7 @@ import (
 func TestOpenErrors(t *testing.T) {
 	cases := map[string]string{
 		"":                                   "no storage given",
-		"/var/lib/archive":                   "file:///var/lib/archive",
+		"/k:secret@host/p":                   "not a URL",
 		"relative/path":                      "not a URL",
 		"ftp://host/x":                       `unknown scheme "ftp"`,
 		"file://host/x":                      "three slashes",
@@ -51,6 +51,9 @@ func TestOpenBackends(t *testing.T) {
 	getenv := func(k string) string { return env[k] }
 	cases := map[string]string{
 		"file:///var/lib/walship":                                    "file:///var/lib/walship",
+		"/var/lib/walship":                                           "file:///var/lib/walship",
+		"/var/lib/walship/":                                          "file:///var/lib/walship",
+		"/var/lib/wal?ship#1":                                        "file:///var/lib/wal?ship#1",
 		"s3://bucket/some/prefix?region=eu-west-1":                   "s3://bucket/some/prefix",
 		"s3://bucket?endpoint=http://127.0.0.1:9000&sse=AES256":      "s3://bucket",
 		"gs://bucket/p?endpoint=http://127.0.0.1:4443":               "gs://bucket/p",
