@@ -28,6 +28,11 @@ import (
 // is damaged, and recovery must not treat it as the end of the archive.
 var ErrNotFound = errors.New("not in the archive")
 
+// ErrOldTimeline comes with ErrNotFound for a segment of an ancestor timeline that starts after
+// the point where the recovery target's history says that timeline ended: WAL an old primary
+// archived after a failover. To PostgreSQL it is not there; to an operator it is worth a warning.
+var ErrOldTimeline = errors.New("segment of an old timeline after its switch point")
+
 // Config sets up a Fetcher.
 type Config struct {
 	Store storage.Store
@@ -282,8 +287,8 @@ func checkTimeline(name string, hdr *walfile.PageHeader, h history) error {
 		return nil
 	}
 	if start := walfile.LSN(segno * uint64(hdr.SegSize)); start >= end {
-		return fmt.Errorf("%s: %w: timeline %d ended at %s in the target's history; this segment starts after it",
-			name, ErrNotFound, tli, end)
+		return fmt.Errorf("%s: %w (%w): timeline %d ended at %s in the target's history; this segment starts after it",
+			name, ErrNotFound, ErrOldTimeline, tli, end)
 	}
 	return nil
 }

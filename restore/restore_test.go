@@ -184,7 +184,7 @@ func TestOldTimelineAfterSwitchRefused(t *testing.T) {
 	f := fetcher(t, st, restore.Config{})
 	for segno, ok := range map[uint64]bool{1: true, 2: true, 3: true, 4: false, 5: false} {
 		err := f.Fetch(context.Background(), walfile.SegmentName(1, segno, seg), filepath.Join(wal, "RECOVERYXLOG"))
-		if ok != (err == nil) || (!ok && !errors.Is(err, restore.ErrNotFound)) {
+		if ok != (err == nil) || (!ok && (!errors.Is(err, restore.ErrNotFound) || !errors.Is(err, restore.ErrOldTimeline))) {
 			t.Errorf("timeline 1 segment %d: got %v, want served=%v", segno, err, ok)
 		}
 	}

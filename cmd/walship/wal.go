@@ -165,6 +165,9 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, restore.ErrOldTimeline):
+		e.log.Warn("refused: a segment of an old timeline written after the failover", "file", name, "err", oneLine(err))
+		return exitFailure
 	case errors.Is(err, restore.ErrNotFound):
 		e.log.Info("not in the archive", "file", name)
 		return exitFailure
