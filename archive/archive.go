@@ -152,7 +152,10 @@ func checkPath(path string) error {
 }
 
 // readyNeighbours returns up to Parallel-1 files PostgreSQL has marked ready, other than name,
-// history files first and then oldest first (the order PostgreSQL itself archives in).
+// history files first and then oldest first (the order PostgreSQL itself archives in). Files an
+// earlier call already pushed ahead (a marker exists) are passed over unread: re-hashing them on
+// every call cost two extra reads of a segment per call in a backlog, and PostgreSQL's own call
+// for each still confirms its marker.
 func (p *Pusher) readyNeighbours(walDir, name string) []string {
 	if p.cfg.Parallel <= 1 {
 		return nil
@@ -164,9 +167,13 @@ func (p *Pusher) readyNeighbours(walDir, name string) []string {
 	var ready []string
 	for _, e := range entries {
 		n, ok := strings.CutSuffix(e.Name(), ".ready")
-		if ok && n != name && walfile.Classify(n) != walfile.Invalid {
-			ready = append(ready, n)
+		if !ok || n == name || walfile.Classify(n) == walfile.Invalid {
+			continue
 		}
+		if _, err := os.Stat(p.markerPath(n)); err == nil {
+			continue
+		}
+		ready = append(ready, n)
 	}
 	sort.Slice(ready, func(i, j int) bool {
 		hi, hj := strings.HasSuffix(ready[i], ".history"), strings.HasSuffix(ready[j], ".history")

@@ -255,6 +255,40 @@ func TestParallelPushAndMarkers(t *testing.T) {
 	}
 }
 
+// TestBacklogPushAheadSkipsMarked checks that a call in a backlog tops up the files pushed ahead
+// with ones not yet pushed, and leaves those an earlier call pushed (they have markers) unread.
+func TestBacklogPushAheadSkipsMarked(t *testing.T) {
+	ctx := context.Background()
+	wal := waltest.WALDir(t)
+	st := newCounting(mem.New())
+	spool := t.TempDir()
+	var paths []string
+	for i := uint64(1); i <= 7; i++ {
+		paths = append(paths, waltest.WriteSegment(t, wal, 1, i, seg, 42))
+	}
+	if err := newPusher(t, st, spool, 4).Push(ctx, paths[0]); err != nil {
+		t.Fatal(err)
+	}
+	status := filepath.Join(wal, "archive_status", filepath.Base(paths[0]))
+	os.Rename(status+".ready", status+".done")
+	// Were segment 3 read again, its changed content would fail its marker and be pushed, which
+	// costs requests and conflicts with the stored copy.
+	os.WriteFile(paths[2], waltest.Segment(1, 3, seg, 42, 999), 0o600)
+	before := st.total()
+	if err := newPusher(t, st, spool, 4).Push(ctx, paths[1]); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.total() - before; got != 3 {
+		t.Errorf("second call made %d requests, want 3 (creates of segments 5, 6 and 7 only)", got)
+	}
+	for i, path := range paths {
+		key, _ := layout.WALKey(filepath.Base(path))
+		if _, err := st.Store.Stat(ctx, key); err != nil {
+			t.Errorf("segment %d not stored after two calls: %v", i+1, err)
+		}
+	}
+}
+
 func TestStandbyRefused(t *testing.T) {
 	wal := waltest.WALDir(t)
 	os.WriteFile(filepath.Join(wal, "..", "standby.signal"), nil, 0o600)
