@@ -118,9 +118,11 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 	dir := f.prefetchDir()
 	f.cleanSpool(dir, tli, segno, segSize)
 	var want []string
+	nextHeld := false
 	for i := 1; i <= f.cfg.Prefetch; i++ {
 		n := walfile.SegmentName(tli, segno+uint64(i), segSize)
 		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			nextHeld = nextHeld || i == 1
 			continue
 		}
 		if f.recentMiss(n) {
@@ -128,12 +130,29 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 		}
 		want = append(want, n)
 	}
-	if len(want) == 0 {
+	// A background process per call, to fetch the one segment the call consumed, cost as much CPU
+	// as fetching in the foreground. So the spool is refilled once half of it has been served (or
+	// when the next segment is not there), and not while a prefetcher is still at work.
+	if len(want) == 0 || (nextHeld && len(want) < (f.cfg.Prefetch+1)/2) || prefetcherRunning(dir) {
 		return
 	}
 	if err := f.cfg.StartPrefetch(want); err != nil {
 		f.cfg.Log.Warn("could not start prefetch", "err", err.Error())
 	}
+}
+
+// prefetcherRunning reports whether a prefetcher holds the spool's lock (see Prefetch).
+func prefetcherRunning(dir string) bool {
+	lock, err := os.Open(filepath.Join(dir, ".lock"))
+	if err != nil {
+		return false
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return true
+	}
+	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	return false
 }
 
 func (f *Fetcher) cleanSpool(dir string, tli uint32, segno uint64, segSize uint32) {

@@ -420,3 +420,30 @@ func TestHeaderMismatchRefused(t *testing.T) {
 		t.Errorf("timeline 2 segment opening with timeline 1 pages: %v, want it served", err)
 	}
 }
+
+// TestPrefetchRefillsInBatches checks that the spool is refilled once half of it has been served,
+// not after every call: each refill is a background process.
+func TestPrefetchRefillsInBatches(t *testing.T) {
+	st, orig := archived(t, 1, 40) // more than is fetched: the end of the archive is another case
+	spool := t.TempDir()
+	starts := 0
+	cfg := restore.Config{SpoolDir: spool, Prefetch: 8, StartPrefetch: func(names []string) error {
+		starts++
+		return restore.Prefetch(context.Background(), st, spool, names)
+	}}
+	f := fetcher(t, st, cfg)
+	dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
+	for i := uint64(1); i <= 24; i++ {
+		name := walfile.SegmentName(1, i, seg)
+		if err := f.Fetch(context.Background(), name, dest); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[name]) {
+			t.Fatalf("%s: content differs", name)
+		}
+	}
+	// One start after the first call, then one per four segments served.
+	if starts < 2 || starts > 7 {
+		t.Errorf("prefetcher started %d times for 24 segments, want one per half spool (about 6)", starts)
+	}
+}
