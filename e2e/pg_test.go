@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -106,12 +109,20 @@ func restoreFrom(t *testing.T, tg target, backup string, conf ...string) *testen
 	return pg
 }
 
-// TestFailover: a standby fed by wal-fetch (and streaming, as in production) is promoted; the new timeline's history and the
-// old timeline's partial segment are archived; the old primary then archives late segments of its
-// old timeline; a second restore to a time after the promotion follows the new timeline and
-// ignores the old primary's late WAL.
+// TestFailover, on file:// and on MinIO: a standby fed by wal-fetch (and streaming, as in
+// production) is promoted; the new timeline's history and the old timeline's partial segment are
+// archived; the old primary then archives late segments of its old timeline; a second restore to
+// a time after the promotion follows the new timeline, and none of those late segments is ever
+// served: walship's log shows each either never asked for or refused, and asked directly with the
+// new timeline's history in pg_wal, wal-fetch refuses each with exit 1.
 func TestFailover(t *testing.T) {
-	tg := fileTarget(t)
+	for _, mk := range []func(*testing.T) target{fileTarget, s3Target} {
+		tg := mk(t)
+		t.Run(tg.name, func(t *testing.T) { failover(t, tg) })
+	}
+}
+
+func failover(t *testing.T, tg target) {
 	primary := startPrimary(t, tg)
 	primary.Psql(t, "create table t (who text, n int)")
 	backup := testenv.PostgresOwnedDir(t)
@@ -154,24 +165,106 @@ func TestFailover(t *testing.T) {
 	}
 
 	// The old primary comes back on timeline 1 and archives diverging WAL.
+	before := timeline1Segments(t, st)
 	primary.Start(t)
 	primary.Psql(t, "insert into t select 'zombie', g from generate_series(1, 2000) g")
 	switchAndWait(t, primary)
 	switchAndWait(t, primary)
 	primary.Stop(t)
+	history, err := os.ReadFile(filepath.Join(sdir, "pg_wal", "00000002.history"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zombies := lateSegments(t, history, before, timeline1Segments(t, st))
+	if len(zombies) == 0 {
+		t.Fatal("the old primary archived no segment starting after the switch point; the test proves nothing")
+	}
 
-	restored := restoreFrom(t, tg, backup, "recovery_target_timeline = 'latest'",
+	debug := tg
+	debug.env = append(slices.Clone(tg.env), "WALSHIP_LOG_LEVEL=debug")
+	restored := restoreFrom(t, debug, backup, "recovery_target_timeline = 'latest'",
 		fmt.Sprintf("recovery_target_time = '%s'", target), "recovery_target_action = 'promote'")
 	waitPromoted(t, restored)
 	got := restored.Psql(t, "select string_agg(who || ':' || n, ',' order by who) from (select who, count(*) n from t group by who) s")
 	if got != "after:500,before:1000" {
 		t.Fatalf("restore across the failover: %q, want after:500,before:1000 (no zombie rows)", got)
 	}
+	log := restored.Log()
+	if !strings.Contains(log, "msg=restored") {
+		t.Fatalf("no debug line of walship in the restored cluster's log; cannot tell what it served:\n%s", tail(log, 20))
+	}
+	refused := 0
+	for _, z := range zombies {
+		if regexp.MustCompile(`msg="?restored[^\n]* file=` + z).MatchString(log) {
+			t.Errorf("the old primary's late segment %s was served to the restore", z)
+		}
+		if regexp.MustCompile(`msg="refused[^\n]* file=` + z).MatchString(log) {
+			refused++
+		}
+	}
+	// Asked for each late segment, with the new timeline's history restored into pg_wal as
+	// PostgreSQL does, wal-fetch answers exit 1 (not there) and says why.
+	data := t.TempDir()
+	os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
+	os.WriteFile(filepath.Join(data, "pg_wal", "00000002.history"), history, 0o600)
+	for _, z := range zombies {
+		code, out := run(t, tg, data, "wal-fetch", "--prefetch", "0", z, "pg_wal/RECOVERYXLOG")
+		if code != 1 || !strings.Contains(out, "old timeline") {
+			t.Errorf("wal-fetch %s with 00000002.history in pg_wal: exit %d, %q; want 1 and a refusal", z, code, out)
+		}
+		if _, err := os.Stat(filepath.Join(data, "pg_wal", "RECOVERYXLOG")); err == nil {
+			t.Fatalf("wal-fetch wrote the old primary's late segment %s to %%p", z)
+		}
+	}
+	t.Logf("%s: %d late old-timeline segments %v; the restore asked for %d (refused), none served", tg.name, len(zombies), zombies, refused)
 }
 
-// TestDuplicateAndForeignPush drives wal-push directly on real segments.
+// timeline1Segments lists the timeline 1 segments in the archive.
+func timeline1Segments(t *testing.T, st storage.Store) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	err := st.List(context.Background(), "pg/wal/00000001", func(i storage.Info) error {
+		if name, ok := layout.WALName(i.Key); ok && walfile.Classify(name) == walfile.Segment {
+			out[name] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// lateSegments returns the segments in after but not before that start at or after the point
+// where history says timeline 1 ended: the ones an old primary wrote after the failover.
+func lateSegments(t *testing.T, history []byte, before, after map[string]bool) []string {
+	t.Helper()
+	entries, err := walfile.ParseHistory(history)
+	if err != nil || len(entries) == 0 || entries[0].Timeline != 1 {
+		t.Fatalf("00000002.history: %v %q", err, history)
+	}
+	var late []string
+	for name := range after {
+		_, segno, err := walfile.ParseSegment(name, 16<<20)
+		if err == nil && !before[name] && walfile.LSN(segno*16<<20) >= entries[0].SwitchLSN {
+			late = append(late, name)
+		}
+	}
+	sort.Strings(late)
+	return late
+}
+
+// TestDuplicateAndForeignPush drives wal-push directly on real segments, on file:// and MinIO:
+// the same content again succeeds, different content fails naming both checksums, and a second
+// cluster's segments and timeline history (checked with its real pg_control) are refused.
 func TestDuplicateAndForeignPush(t *testing.T) {
-	tg := fileTarget(t)
+	for _, mk := range []func(*testing.T) target{fileTarget, s3Target} {
+		tg := mk(t)
+		t.Run(tg.name, func(t *testing.T) { duplicateAndForeign(t, tg) })
+	}
+}
+
+func duplicateAndForeign(t *testing.T, tg target) {
 	pg := startPrimary(t, tg)
 	name := switchAndWait(t, pg)
 	seg := filepath.Join(pg.DataDir, "pg_wal", name)
@@ -201,7 +294,7 @@ func TestDuplicateAndForeignPush(t *testing.T) {
 	other.Psql(t, "create table x(i int)")
 	other.Psql(t, "select pg_switch_wal()")
 	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) && !strings.Contains(other.Log(), "another database system") && !strings.Contains(other.Log(), "WAL from another") {
+	for time.Now().Before(deadline) && !strings.Contains(other.Log(), "belongs to system") {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if !strings.Contains(other.Log(), "belongs to system") {
@@ -209,6 +302,26 @@ func TestDuplicateAndForeignPush(t *testing.T) {
 	}
 	if f := other.Psql(t, "select failed_count > 0 and archived_count = 0 from pg_stat_archiver"); f != "t" {
 		t.Fatalf("foreign cluster: archiver stats %s", other.Psql(t, "select * from pg_stat_archiver"))
+	}
+	// A timeline history has no WAL header: its system is read from the data directory's real
+	// pg_control. The other cluster's is refused, the archive's own accepted.
+	for _, c := range []struct {
+		pg   *testenv.Postgres
+		code int
+	}{{other, 1}, {pg, 0}} {
+		dir := t.TempDir()
+		os.MkdirAll(filepath.Join(dir, "global"), 0o700)
+		os.MkdirAll(filepath.Join(dir, "pg_wal"), 0o700)
+		control, err := os.ReadFile(filepath.Join(c.pg.DataDir, "global", "pg_control"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "global", "pg_control"), control, 0o600)
+		os.WriteFile(filepath.Join(dir, "pg_wal", "00000009.history"), []byte("8\t0/9000000\tno recovery target specified\n"), 0o600)
+		code, out := run(t, tg, dir, "wal-push", "pg_wal/00000009.history")
+		if code != c.code || (c.code == 1 && !strings.Contains(out, "belongs to system")) {
+			t.Errorf("history pushed with %s's pg_control: exit %d, %q; want %d", c.pg.DataDir, code, out, c.code)
+		}
 	}
 }
 
