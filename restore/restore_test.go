@@ -196,7 +196,7 @@ func TestPrefetchSpool(t *testing.T) {
 	var started [][]string
 	cfg := restore.Config{SpoolDir: spool, Prefetch: 3, StartPrefetch: func(names []string) error {
 		started = append(started, names)
-		return restore.Prefetch(context.Background(), st, spool, names) // synchronously, for the test
+		return restore.Prefetch(context.Background(), st, spool, names, nil) // synchronously, for the test
 	}}
 	gets := 0
 	counted := &storage.Faulty{Store: st, Before: func(_ context.Context, op, _ string) error {
@@ -398,7 +398,7 @@ func TestHeaderMismatchRefused(t *testing.T) {
 			storeRaw(t, st, name, data)
 			spool := t.TempDir()
 			if fromSpool {
-				if err := restore.Prefetch(context.Background(), st, spool, []string{name}); err != nil {
+				if err := restore.Prefetch(context.Background(), st, spool, []string{name}, nil); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -429,7 +429,7 @@ func TestPrefetchRefillsInBatches(t *testing.T) {
 	starts := 0
 	cfg := restore.Config{SpoolDir: spool, Prefetch: 8, StartPrefetch: func(names []string) error {
 		starts++
-		return restore.Prefetch(context.Background(), st, spool, names)
+		return restore.Prefetch(context.Background(), st, spool, names, nil)
 	}}
 	f := fetcher(t, st, cfg)
 	dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
@@ -446,4 +446,54 @@ func TestPrefetchRefillsInBatches(t *testing.T) {
 	if starts < 2 || starts > 7 {
 		t.Errorf("prefetcher started %d times for 24 segments, want one per half spool (about 6)", starts)
 	}
+}
+
+// TestSpooledCopyChecked damages prefetched copies the way a crash or a bad disk would (a flipped
+// byte in the content, a torn tail, a trailer lost): each is refused and the segment fetched from
+// storage instead, byte for byte; an intact copy is served without a request.
+func TestSpooledCopyChecked(t *testing.T) {
+	damage := map[string]func(p string){
+		"intact":  func(string) {},
+		"flipped": func(p string) { flipByte(t, p, 12345) },
+		"torn":    func(p string) { fi, _ := os.Stat(p); os.Truncate(p, fi.Size()-1000) },
+		"no trailer": func(p string) {
+			fi, _ := os.Stat(p)
+			os.Truncate(p, fi.Size()-20)
+		},
+	}
+	for what, hurt := range damage {
+		t.Run(what, func(t *testing.T) {
+			st, orig := archived(t, 1, 2)
+			spool := t.TempDir()
+			name := walfile.SegmentName(1, 2, seg)
+			if err := restore.Prefetch(context.Background(), st, spool, []string{name}, nil); err != nil {
+				t.Fatal(err)
+			}
+			hurt(filepath.Join(spool, "prefetch", name))
+			counted, n := gets(st)
+			dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
+			if err := fetcher(t, counted, restore.Config{SpoolDir: spool}).Fetch(context.Background(), name, dest); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[name]) {
+				t.Fatalf("%s spool copy: restored content differs", what)
+			}
+			if want := map[bool]int{true: 0, false: 1}[what == "intact"]; *n != want {
+				t.Errorf("%s spool copy: %d storage reads, want %d", what, *n, want)
+			}
+		})
+	}
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	f.ReadAt(b, off)
+	b[0] ^= 0x40
+	f.WriteAt(b, off)
 }

@@ -192,7 +192,11 @@ func startPrefetch(c *common, spool string, names []string) error {
 		return err
 	}
 	defer logf.Close()
-	args := append([]string{"wal-prefetch", "--storage", c.storage, "--log-level", c.logLevel, "--spool-dir", spool}, names...)
+	args := []string{"wal-prefetch", "--storage", c.storage, "--log-level", c.logLevel, "--spool-dir", spool}
+	if c.ageKeyFile != "" {
+		args = append(args, "--age-key-file", c.ageKeyFile) // the prefetcher decodes what it spools
+	}
+	args = append(args, names...)
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -205,6 +209,7 @@ func startPrefetch(c *common, spool string, names []string) error {
 func runWalPrefetch(ctx context.Context, e *env, args []string) int {
 	fs, c := e.flags("wal-prefetch", "[flags] NAME...", "Internal: download WAL segments into the spool (started by wal-fetch).")
 	spool := spoolFlag(e, fs)
+	e.cryptoFlags(fs, c)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			e.usage()
@@ -224,7 +229,12 @@ func runWalPrefetch(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "walship wal-prefetch: %s\n", oneLine(err))
 		return exitUsage
 	}
-	if err := restore.Prefetch(ctx, st, *spool, fs.Args()); err != nil {
+	ids, err := c.identities()
+	if err != nil {
+		fmt.Fprintf(e.stderr, "walship wal-prefetch: %s\n", oneLine(err))
+		return exitUsage
+	}
+	if err := restore.Prefetch(ctx, st, *spool, fs.Args(), ids); err != nil {
 		e.log.Warn("prefetch incomplete", "err", oneLine(err))
 		return exitFailure
 	}
