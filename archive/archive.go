@@ -198,6 +198,7 @@ func (p *Pusher) pushOne(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", path, err)
 	}
+	before := statOf(f) // the marker vouches for the file only if nothing wrote to it meanwhile
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("%w: %s is not a regular file", ErrBadFile, path)
 	}
@@ -205,7 +206,7 @@ func (p *Pusher) pushOne(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	if p.markerMatches(f, name) {
+	if p.markerMatches(f, name, fi.Size()) {
 		p.cfg.Log.Debug("already archived (marker)", "file", name)
 		return nil
 	}
@@ -235,7 +236,7 @@ func (p *Pusher) pushOne(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	if err := p.writeMarker(name, sum); err != nil {
+	if err := p.writeMarker(f, name, sum, before); err != nil {
 		p.cfg.Log.Warn("could not record marker; the next call re-checks storage", "file", name, "err", err.Error())
 	}
 	return nil

@@ -289,6 +289,30 @@ func TestBacklogPushAheadSkipsMarked(t *testing.T) {
 	}
 }
 
+// TestMarkerIdentity: a marker hit is trusted on the file's unchanged identity, and a file
+// rewritten in place with other content of the same size, even with its modification time put
+// back, is hashed and refused.
+func TestMarkerIdentity(t *testing.T) {
+	ctx := context.Background()
+	wal := waltest.WALDir(t)
+	st := newCounting(mem.New())
+	spool := t.TempDir()
+	path := waltest.WriteSegment(t, wal, 1, 1, seg, 42)
+	if err := newPusher(t, st, spool, 1).Push(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	before := st.total()
+	if err := newPusher(t, st, spool, 1).Push(ctx, path); err != nil || st.total() != before {
+		t.Fatalf("unchanged file: err %v, %d requests; want a marker hit without requests", err, st.total()-before)
+	}
+	fi, _ := os.Stat(path)
+	os.WriteFile(path, waltest.Segment(1, 1, seg, 42, 999), 0o600)
+	os.Chtimes(path, fi.ModTime(), fi.ModTime())
+	if err := newPusher(t, st, spool, 1).Push(ctx, path); !errors.Is(err, archive.ErrConflict) {
+		t.Errorf("rewritten file with its old mtime: got %v, want ErrConflict", err)
+	}
+}
+
 func TestStandbyRefused(t *testing.T) {
 	wal := waltest.WALDir(t)
 	os.WriteFile(filepath.Join(wal, "..", "standby.signal"), nil, 0o600)

@@ -7,17 +7,41 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/walship/walship/object"
 )
 
 // A marker records that a file was archived with given content in a given store. It is only an
-// optimisation: a missing or stale marker costs one more request, never a wrong answer, because a
-// hit is confirmed by hashing the file (a base backup may carry another cluster's markers).
+// optimisation: a missing or stale marker costs one more request, never a wrong answer. A hit is
+// confirmed by the file's identity on disk (device, inode, size, modification and change times
+// to the nanosecond), as git and rsync trust an unchanged file: any write to the file, a copy of
+// it (a base backup carrying another cluster's markers) or pg_rewind's rewrite changes it, and
+// PostgreSQL never writes to a segment it has handed to archive_command. When the identity does
+// not match, the file is hashed and compared with the recorded SHA-256 instead.
 type marker struct {
-	Store  string `json:"store"`
-	SHA256 string `json:"sha256"`
-	Size   int64  `json:"size"`
+	Store  string    `json:"store"`
+	SHA256 string    `json:"sha256"`
+	Size   int64     `json:"size"`
+	Stat   *fileStat `json:"stat,omitempty"`
+}
+
+// fileStat is what identifies an unchanged file.
+type fileStat struct {
+	Dev, Ino         uint64
+	MtimeNs, CtimeNs int64
+}
+
+func statOf(f *os.File) *fileStat {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	return &fileStat{Dev: uint64(st.Dev), Ino: st.Ino, MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
 }
 
 func (p *Pusher) markerPath(name string) string {
@@ -26,14 +50,17 @@ func (p *Pusher) markerPath(name string) string {
 
 // markerMatches reports whether a marker says f's exact content is already archived. It leaves
 // f rewound.
-func (p *Pusher) markerMatches(f *os.File, name string) bool {
+func (p *Pusher) markerMatches(f *os.File, name string, size int64) bool {
 	b, err := os.ReadFile(p.markerPath(name))
 	if err != nil {
 		return false
 	}
 	var m marker
-	if json.Unmarshal(b, &m) != nil || m.Store != p.cfg.StoreURL {
+	if json.Unmarshal(b, &m) != nil || m.Store != p.cfg.StoreURL || m.Size != size {
 		return false
+	}
+	if st := statOf(f); m.Stat != nil && st != nil && *st == *m.Stat {
+		return true
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, f)
@@ -46,8 +73,14 @@ func (p *Pusher) markerMatches(f *os.File, name string) bool {
 	return sum.Hex() == m.SHA256
 }
 
-func (p *Pusher) writeMarker(name string, sum object.Summary) error {
-	b, _ := json.Marshal(marker{Store: p.cfg.StoreURL, SHA256: sum.Hex(), Size: sum.RawSize})
+// writeMarker records f, just archived with sum, as archived. Its identity is recorded only if it
+// is the one seen before f was read (before), so a file changed during the push is hashed again.
+func (p *Pusher) writeMarker(f *os.File, name string, sum object.Summary, before *fileStat) error {
+	m := marker{Store: p.cfg.StoreURL, SHA256: sum.Hex(), Size: sum.RawSize}
+	if after := statOf(f); before != nil && after != nil && *before == *after {
+		m.Stat = after
+	}
+	b, _ := json.Marshal(m)
 	return writeFileDurable(p.markerPath(name), b)
 }
 
