@@ -90,8 +90,10 @@ func TestLocalFaults(t *testing.T) {
 			}
 			os.RemoveAll(spool)
 		}
-		if caught != len(names) {
-			t.Errorf("a prefetcher was running at %d of %d deletions of the spool, want all", caught, len(names))
+		// Not every call starts one: the spool is refilled once half of it has been served, and a
+		// deleted spool may already have been refilled by a prefetcher that was starting.
+		if caught < 2 {
+			t.Errorf("a prefetcher was running at %d of %d deletions of the spool, want at least 2", caught, len(names))
 		}
 		deadline := time.Now().Add(30 * time.Second)
 		for len(prefetchers(spool)) > 0 && time.Now().Before(deadline) {
