@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -80,12 +81,63 @@ func TestEncryption(t *testing.T) {
 	}
 	st := tg.store(t)
 	key, _ := layout.WALKey(first)
-	damage(t, st, key, func(b []byte) []byte { b[len(b)/2] ^= 0x20; return b })
-	if code, out := fetch(restoreEnv); code != 200 || !strings.Contains(out, "corrupt") {
-		t.Errorf("tampered ciphertext: exit %d: %s", code, out)
+	damage(t, st, key, func(b []byte) []byte { b[agePayloadMiddle(t, b)] ^= 0x20; return b })
+	// PostgreSQL unlinks %p before it calls restore_command; an earlier file there must survive too.
+	for _, before := range []string{"", "untouched"} {
+		os.RemoveAll(filepath.Join(data, "pg_wal"))
+		os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
+		if before != "" {
+			os.WriteFile(dest, []byte(before), 0o600)
+		}
+		code, out := run(t, target{env: restoreEnv}, data, "wal-fetch", "--prefetch", "0", "--retry-for", "1s", first, "pg_wal/RECOVERYXLOG")
+		if code != 200 || !strings.Contains(out, "corrupt") {
+			t.Errorf("tampered ciphertext, %%p %q before: exit %d, want 200 naming the damage: %s", before, code, out)
+		}
+		got, err := os.ReadFile(dest)
+		switch {
+		case before == "" && !os.IsNotExist(err):
+			t.Errorf("tampered ciphertext: a file appeared at %%p (%d bytes, err %v)", len(got), err)
+		case before != "" && string(got) != before:
+			t.Errorf("tampered ciphertext: %%p changed: %d bytes, want %q", len(got), before)
+		}
+		var left []string
+		entries, _ := os.ReadDir(filepath.Join(data, "pg_wal"))
+		for _, e := range entries {
+			if e.Name() != "RECOVERYXLOG" || before == "" {
+				left = append(left, e.Name())
+			}
+		}
+		if len(left) != 0 {
+			t.Errorf("tampered ciphertext, %%p %q before: files left in pg_wal: %v", before, left)
+		}
 	}
 	code, out := run(t, target{env: restoreEnv}, data, "verify")
 	if code != 1 || !strings.Contains(out, "CORRUPT "+first) || !strings.Contains(out, "1 failed") {
 		t.Errorf("verify after tampering: exit %d:\n%s", code, out)
 	}
+}
+
+// agePayloadMiddle returns the offset of a byte in the middle of the age payload of an encrypted
+// frame: past the 8-byte frame header, the age header (which ends with its "---" MAC line) and
+// the 16-byte stream nonce, and before the 52-byte frame trailer. A flip there damages only
+// ciphertext, which must then fail to authenticate.
+func agePayloadMiddle(t *testing.T, frame []byte) int {
+	t.Helper()
+	const frameHeader, nonce, trailer = 8, 16, 52
+	if len(frame) < frameHeader || frame[6]&0x01 == 0 || !bytes.HasPrefix(frame[frameHeader:], []byte("age-encryption.org/v1\n")) {
+		t.Fatalf("stored object is not an encrypted frame (%d bytes)", len(frame))
+	}
+	mac := bytes.Index(frame, []byte("\n--- "))
+	if mac < 0 {
+		t.Fatal("stored object: age header has no MAC line")
+	}
+	end := bytes.IndexByte(frame[mac+1:], '\n')
+	if end < 0 {
+		t.Fatal("stored object: age header's MAC line does not end")
+	}
+	start, stop := mac+1+end+1+nonce, len(frame)-trailer
+	if start >= stop {
+		t.Fatalf("stored object: no age payload between %d and %d", start, stop)
+	}
+	return start + (stop-start)/2
 }
