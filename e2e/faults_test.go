@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/walship/walship/layout"
 	"github.com/walship/walship/storage"
@@ -139,7 +144,9 @@ func TestCorruptionDetected(t *testing.T) {
 }
 
 // TestObjectLockBucket: walship never overwrites, so it works on a bucket that enforces
-// write-once retention (S3 Object Lock, compliance mode): archive, identical re-push, fetch.
+// write-once retention (S3 Object Lock, compliance mode): archive, identical re-push, fetch. A
+// different segment or .history under an archived name is refused naming both checksums, the
+// stored copy is still the one served, and no key ever gets a second version.
 func TestObjectLockBucket(t *testing.T) {
 	srv := testenv.MinIO(t)
 	bucket := srv.NewLockedBucket(t, 1)
@@ -147,19 +154,96 @@ func TestObjectLockBucket(t *testing.T) {
 	tg := target{name: "s3-object-lock", url: url, env: []string{"WALSHIP_STORAGE=" + url,
 		"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_EC2_METADATA_DISABLED=true"}}
 	pg, names := archivedCluster(t, tg, 2)
-	data := t.TempDir()
-	os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
-	b, _ := os.ReadFile(filepath.Join(pg.DataDir, "pg_wal", names[0]))
-	os.WriteFile(filepath.Join(data, "pg_wal", names[0]), b, 0o600)
-	if code, out := run(t, tg, data, "wal-push", "pg_wal/"+names[0]); code != 0 {
+	orig, err := os.ReadFile(filepath.Join(pg.DataDir, "pg_wal", names[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg.Stop(t) // its pg_control is copied below, and must not be rewritten meanwhile
+	// dataDir is a fresh data directory (own spool, no markers) with the cluster's pg_control,
+	// which wal-push reads to check a .history file's system.
+	control, err := os.ReadFile(filepath.Join(pg.DataDir, "global", "pg_control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := func() string {
+		d := t.TempDir()
+		os.MkdirAll(filepath.Join(d, "pg_wal"), 0o700)
+		os.MkdirAll(filepath.Join(d, "global"), 0o700)
+		os.WriteFile(filepath.Join(d, "global", "pg_control"), control, 0o600)
+		return d
+	}
+	push := func(name string, content []byte) (int, string) {
+		d := dataDir()
+		os.WriteFile(filepath.Join(d, "pg_wal", name), content, 0o600)
+		return run(t, tg, d, "wal-push", "pg_wal/"+name)
+	}
+	fetched := func(name string) []byte {
+		t.Helper()
+		d := dataDir()
+		if code, out := run(t, tg, d, "wal-fetch", "--prefetch", "0", name, "pg_wal/RECOVERYXLOG"); code != 0 {
+			t.Fatalf("fetch %s from a locked bucket: exit %d: %s", name, code, out)
+		}
+		b, _ := os.ReadFile(filepath.Join(d, "pg_wal", "RECOVERYXLOG"))
+		return b
+	}
+	conflict := func(what, name string, stored, local []byte) {
+		t.Helper()
+		code, out := push(name, local)
+		a, l := sha256.Sum256(stored), sha256.Sum256(local)
+		if code != 1 || !strings.Contains(out, hex.EncodeToString(a[:])) || !strings.Contains(out, hex.EncodeToString(l[:])) {
+			t.Errorf("%s: different content under archived %s: exit %d, %q; want 1 naming archived sha256 %x and local %x",
+				what, name, code, out, a, l)
+		}
+		if got := fetched(name); !bytes.Equal(got, stored) {
+			t.Errorf("%s: after the refused push, %s fetches %d bytes that differ from the archived copy", what, name, len(got))
+		}
+	}
+
+	if code, out := push(names[0], orig); code != 0 {
 		t.Fatalf("identical re-push into a locked bucket: %s", out)
 	}
 	for _, n := range names {
-		if code, out := run(t, tg, data, "wal-fetch", "--prefetch", "0", n, "pg_wal/RECOVERYXLOG"); code != 0 {
-			t.Fatalf("fetch %s from a locked bucket: %s", n, out)
+		if got := fetched(n); n == names[0] && !bytes.Equal(got, orig) {
+			t.Fatalf("fetch %s from a locked bucket: %d bytes that differ from pg_wal's", n, len(got))
 		}
 	}
-	if code, out := run(t, tg, data, "verify"); code != 0 {
+	diff := bytes.Clone(orig)
+	diff[len(diff)/2] ^= 0xff // past the page header: still a segment of this cluster, by name and header
+	conflict("segment", names[0], orig, diff)
+
+	const hist = "00000002.history"
+	first := []byte("1\t0/3000000\tno recovery target specified\n")
+	if code, out := push(hist, first); code != 0 {
+		t.Fatalf("push %s into a locked bucket: exit %d: %s", hist, code, out)
+	}
+	if code, out := push(hist, first); code != 0 {
+		t.Fatalf("identical re-push of %s into a locked bucket: exit %d: %s", hist, code, out)
+	}
+	conflict("history", hist, first, []byte("1\t0/4000000\tno recovery target specified\n"))
+
+	if code, out := run(t, tg, dataDir(), "verify"); code != 0 {
 		t.Fatalf("verify on a locked bucket: %s", out)
+	}
+	versions := map[string]int{}
+	p := s3.NewListObjectVersionsPaginator(srv.Client(), &s3.ListObjectVersionsInput{Bucket: aws.String(bucket), Prefix: aws.String("archive/")})
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range page.Versions {
+			versions[aws.ToString(v.Key)]++
+		}
+		for _, m := range page.DeleteMarkers {
+			t.Errorf("delete marker on %s: walship never deletes", aws.ToString(m.Key))
+		}
+	}
+	if len(versions) == 0 {
+		t.Fatal("no object versions listed under archive/; the check below proves nothing")
+	}
+	for k, n := range versions {
+		if n != 1 {
+			t.Errorf("%s has %d versions, want 1: walship wrote over it", k, n)
+		}
 	}
 }
