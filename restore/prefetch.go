@@ -37,6 +37,7 @@ func (f *Fetcher) prefetchDir() string { return filepath.Join(f.cfg.SpoolDir, "p
 // fromSpool serves name from the spool when a verified copy is there.
 func (f *Fetcher) fromSpool(name, dest string, hist history) (bool, error) {
 	p := filepath.Join(f.prefetchDir(), name)
+	awaitInFlight(f.prefetchDir(), name)
 	hdr, err := serveSpooled(p, name, dest)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -222,6 +223,29 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 	}
 	if err := f.cfg.StartPrefetch(want); err != nil {
 		f.cfg.Log.Warn("could not start prefetch", "err", err.Error())
+	}
+}
+
+// inFlightWait bounds how long a call waits for a prefetcher's download of the file it asks for.
+const inFlightWait = 30 * time.Second
+
+// awaitInFlight waits while a running prefetcher is writing name into the spool (its temp file
+// is there), so that replay catching up with the prefetcher does not download the same segment
+// twice, once in the foreground and once in the background. It returns once the file is in
+// place, the download has ended either way, or inFlightWait has passed; the caller then serves
+// the spooled copy or fetches from storage as usual.
+func awaitInFlight(dir, name string) {
+	final := filepath.Join(dir, name)
+	deadline := time.Now().Add(inFlightWait)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(final); err == nil {
+			return
+		}
+		tmps, _ := filepath.Glob(filepath.Join(dir, "."+name+"-*"))
+		if len(tmps) == 0 || !prefetcherRunning(dir) {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
