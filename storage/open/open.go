@@ -219,12 +219,14 @@ func redactRaw(s string) string {
 }
 
 // redact drops anything secret-looking from a URL before it reaches an error message: the user
-// information, the query (an endpoint= may carry its own), and what precedes an "@" in an opaque
-// URL ("s3:key:secret@bucket" parses with no user information at all).
+// information, the query (an endpoint= may carry its own), the fragment (no storage URL has one),
+// and whatever precedes an "@" left anywhere else ("s3:key:secret@bucket" parses with no user
+// information at all, "a:/key:secret@x" as a path).
 func redact(u *url.URL) string {
 	c := *u
 	c.User = nil
 	c.RawQuery = ""
+	c.Fragment, c.RawFragment = "", ""
 	c.Opaque = redactRaw(c.Opaque)
-	return c.String()
+	return redactRaw(c.String())
 }
