@@ -13,28 +13,9 @@ import (
 
 	"github.com/walship/walship/storage"
 	"github.com/walship/walship/storage/azure"
+	"github.com/walship/walship/storage/storagetest"
 	"github.com/walship/walship/testenv"
 )
-
-// notFoundEverywhere checks that no read of s reports ErrNotExist, and that each error names
-// what to fix.
-func notFoundEverywhere(t *testing.T, s storage.Store, want string) {
-	t.Helper()
-	ctx := context.Background()
-	check := func(op string, err error) {
-		t.Helper()
-		if err == nil || errors.Is(err, storage.ErrNotExist) || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: got %v, want an error mentioning %q that is not ErrNotExist", op, err, want)
-		}
-	}
-	_, _, err := s.Get(ctx, "wal/x")
-	check("get", err)
-	_, err = storage.GetRange(ctx, s, "wal/x", 0, 10)
-	check("range get", err)
-	_, err = s.Stat(ctx, "wal/x")
-	check("stat", err)
-	check("delete", s.Delete(ctx, "wal/x"))
-}
 
 // TestMissingContainerNotNotFound: every read in a container that does not exist fails with
 // ErrNoContainer naming it, never ErrNotExist, including HEAD (Stat), whose 404 has no body.
@@ -44,7 +25,7 @@ func TestMissingContainerNotNotFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notFoundEverywhere(t, s, "container nosuchcontainer")
+	storagetest.NeverNotFound(t, s, "container nosuchcontainer")
 	if _, err := s.Stat(context.Background(), "x"); !errors.Is(err, storage.ErrNoContainer) {
 		t.Errorf("stat in a missing container: got %v, want ErrNoContainer", err)
 	}
@@ -63,7 +44,7 @@ func TestBare404IsNotNotFound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		notFoundEverywhere(t, s, "endpoint=")
+		storagetest.NeverNotFound(t, s, "endpoint=")
 		srv.Close()
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync/atomic"
 	"testing"
 
 	"github.com/walship/walship/storage/azure"
@@ -15,21 +14,11 @@ import (
 	"github.com/walship/walship/testenv"
 )
 
-type countingTransport struct {
-	base http.RoundTripper
-	n    atomic.Int32
-}
-
-func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c.n.Add(1)
-	return c.base.RoundTrip(req)
-}
-
 // TestOneRequestPerSegment: a WAL segment frame up to a 64 MiB segment stored uncompressed (plus
 // frame) is one Put Blob, streamed from its file without being copied into memory.
 func TestOneRequestPerSegment(t *testing.T) {
 	srv := testenv.Azurite(t)
-	rt := &countingTransport{base: http.DefaultTransport}
+	rt := &storagetest.CountingTransport{Base: http.DefaultTransport}
 	s, err := azure.New(context.Background(), azure.Config{Container: srv.NewContainer(t), ConnectionString: srv.ConnectionString,
 		HTTPClient: &http.Client{Transport: rt}})
 	if err != nil {
@@ -50,7 +39,7 @@ func TestOneRequestPerSegment(t *testing.T) {
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		before := m.TotalAlloc
-		rt.n.Store(0)
+		rt.N.Store(0)
 		if err := s.Create(ctx, "seg/x"+string(rune('a'+n%26)), f, nil); err != nil {
 			t.Fatalf("create %d bytes: %v", n, err)
 		}
@@ -58,7 +47,7 @@ func TestOneRequestPerSegment(t *testing.T) {
 		if alloc := m.TotalAlloc - before; alloc > 4<<20 {
 			t.Errorf("create %d bytes from a file: allocated %d MiB, want under 4 MiB (the body must stream)", n, alloc>>20)
 		}
-		if got := rt.n.Load(); got != 1 {
+		if got := rt.N.Load(); got != 1 {
 			t.Errorf("create %d bytes: %d requests, want exactly 1", n, got)
 		}
 		if got := storagetest.ReadAll(t, s, "seg/x"+string(rune('a'+n%26))); !bytes.Equal(got, data) {

@@ -13,28 +13,9 @@ import (
 
 	"github.com/walship/walship/storage"
 	"github.com/walship/walship/storage/gcs"
+	"github.com/walship/walship/storage/storagetest"
 	"github.com/walship/walship/testenv"
 )
-
-// notFoundEverywhere checks that no read of s reports ErrNotExist, and that each error names
-// what to fix.
-func notFoundEverywhere(t *testing.T, s storage.Store, want string) {
-	t.Helper()
-	ctx := context.Background()
-	check := func(op string, err error) {
-		t.Helper()
-		if err == nil || errors.Is(err, storage.ErrNotExist) || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: got %v, want an error mentioning %q that is not ErrNotExist", op, err, want)
-		}
-	}
-	_, _, err := s.Get(ctx, "wal/x")
-	check("get", err)
-	_, err = storage.GetRange(ctx, s, "wal/x", 0, 10)
-	check("range get", err)
-	_, err = s.Stat(ctx, "wal/x")
-	check("stat", err)
-	check("delete", s.Delete(ctx, "wal/x"))
-}
 
 // TestMissingBucketNotNotFound: fake-gcs-server answers a missing bucket and a missing object
 // with the same 404 body; every read must still come back as ErrNoContainer naming the bucket.
@@ -44,7 +25,7 @@ func TestMissingBucketNotNotFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notFoundEverywhere(t, s, "bucket no-such-bucket")
+	storagetest.NeverNotFound(t, s, "bucket no-such-bucket")
 }
 
 // TestBare404IsNotNotFound: a 404 without GCS's JSON error (a proxy, a gateway, a wrong
@@ -59,7 +40,7 @@ func TestBare404IsNotNotFound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		notFoundEverywhere(t, s, "endpoint=")
+		storagetest.NeverNotFound(t, s, "endpoint=")
 		srv.Close()
 	}
 }

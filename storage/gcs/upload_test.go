@@ -5,11 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/walship/walship/storage"
@@ -18,46 +14,13 @@ import (
 	"github.com/walship/walship/testenv"
 )
 
-type countingTransport struct {
-	base http.RoundTripper
-	n    atomic.Int32
-}
-
-func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c.n.Add(1)
-	return c.base.RoundTrip(req)
-}
-
-// bodyFile writes n random bytes to a temporary file and returns it open at the start: a body
-// that, unlike a bytes.Reader, is not already in memory.
-func bodyFile(t *testing.T, n int) (*os.File, []byte) {
-	t.Helper()
-	data := storagetest.Random(n)
-	path := filepath.Join(t.TempDir(), "body")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f, data
-}
-
-func allocated() uint64 {
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.TotalAlloc
-}
-
 // TestOneRequestPerSegment: a WAL segment frame is one upload request up to a 64 MiB segment
 // stored uncompressed (plus frame), streamed from its file without being copied into memory, and
 // the server still verifies its CRC32C. Above the threshold the upload is resumable.
 func TestOneRequestPerSegment(t *testing.T) {
 	srv := testenv.FakeGCS(t)
 	bucket := srv.NewBucket(t)
-	rt := &countingTransport{base: http.DefaultTransport}
+	rt := &storagetest.CountingTransport{Base: http.DefaultTransport}
 	mk := func(threshold int64, rt http.RoundTripper) *gcs.Store {
 		s, err := gcs.New(context.Background(), gcs.Config{Bucket: bucket, Endpoint: "http://" + srv.Host,
 			HTTPClient: &http.Client{Transport: rt}, ResumableThreshold: threshold, ChunkSize: 8 << 20})
@@ -70,10 +33,10 @@ func TestOneRequestPerSegment(t *testing.T) {
 	s := mk(0, rt)
 	for _, n := range []int{20 << 20, 64<<20 + 4096} {
 		for _, op := range []string{"put", "create"} {
-			f, data := bodyFile(t, n)
+			f, data := storagetest.BodyFile(t, n)
 			key := op + "/" + string(rune('a'+n%26))
-			rt.n.Store(0)
-			before := allocated()
+			rt.N.Store(0)
+			before := storagetest.Allocated()
 			var err error
 			if op == "put" {
 				err = s.Put(ctx, key, f, nil)
@@ -83,10 +46,10 @@ func TestOneRequestPerSegment(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s %d bytes: %v", op, n, err)
 			}
-			if alloc := allocated() - before; alloc > 4<<20 {
+			if alloc := storagetest.Allocated() - before; alloc > 4<<20 {
 				t.Errorf("%s %d bytes from a file: allocated %d MiB, want under 4 MiB (the body must stream)", op, n, alloc>>20)
 			}
-			if got := rt.n.Load(); got != 1 {
+			if got := rt.N.Load(); got != 1 {
 				t.Errorf("%s %d bytes: %d requests, want exactly 1", op, n, got)
 			}
 			if got := storagetest.ReadAll(t, s, key); !bytes.Equal(got, data) {
@@ -98,7 +61,7 @@ func TestOneRequestPerSegment(t *testing.T) {
 	// The server itself refuses a 20 MiB single request damaged in transit (the CRC32C travels
 	// with it): the error is its 400, not the client's after-the-fact comparison.
 	bad := mk(0, &storagetest.CorruptingTransport{Base: http.DefaultTransport, MinBody: 4096})
-	f, _ := bodyFile(t, 20<<20)
+	f, _ := storagetest.BodyFile(t, 20<<20)
 	err := bad.Create(ctx, "corrupt", f, nil)
 	if !errors.Is(err, storage.ErrIntegrity) || strings.Contains(err.Error(), "object removed") {
 		t.Errorf("20 MiB create corrupted in transit: got %v, want the server's checksum refusal", err)
@@ -109,12 +72,12 @@ func TestOneRequestPerSegment(t *testing.T) {
 
 	// Above the threshold: resumable (start, then 8 MiB chunks), and still exact.
 	big := mk(16<<20, rt)
-	f, data := bodyFile(t, 20<<20)
-	rt.n.Store(0)
+	f, data := storagetest.BodyFile(t, 20<<20)
+	rt.N.Store(0)
 	if err := big.Create(ctx, "resumable", f, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := rt.n.Load(); got != 4 {
+	if got := rt.N.Load(); got != 4 {
 		t.Errorf("20 MiB above a 16 MiB threshold in 8 MiB chunks: %d requests, want 4", got)
 	}
 	if got := storagetest.ReadAll(t, big, "resumable"); !bytes.Equal(got, data) {

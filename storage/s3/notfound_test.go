@@ -9,51 +9,13 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/walship/walship/storage"
 	"github.com/walship/walship/storage/s3"
+	"github.com/walship/walship/storage/storagetest"
 	"github.com/walship/walship/testenv"
 )
-
-// countingTransport counts the requests that pass through it.
-type countingTransport struct {
-	base http.RoundTripper
-	n    atomic.Int32
-	list atomic.Int32 // ListObjectsV2 and HeadBucket: requests that confirm the bucket
-}
-
-func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c.n.Add(1)
-	if req.URL.Query().Has("list-type") || strings.Count(strings.Trim(req.URL.Path, "/"), "/") == 0 {
-		c.list.Add(1)
-	}
-	return c.base.RoundTrip(req)
-}
-
-// notFoundEverywhere checks that no read of store reports ErrNotExist, and that Get's error names
-// what to fix when want is set.
-func notFoundEverywhere(t *testing.T, s storage.Store, want string) {
-	t.Helper()
-	ctx := context.Background()
-	_, _, err := s.Get(ctx, "wal/x")
-	if err == nil || errors.Is(err, storage.ErrNotExist) {
-		t.Errorf("get: got %v, want an error that is not ErrNotExist", err)
-	}
-	if err != nil && want != "" && !strings.Contains(err.Error(), want) {
-		t.Errorf("get: %v does not mention %q", err, want)
-	}
-	if _, err := storage.GetRange(ctx, s, "wal/x", 0, 10); err == nil || errors.Is(err, storage.ErrNotExist) {
-		t.Errorf("range get: got %v, want an error that is not ErrNotExist", err)
-	}
-	if _, err := s.Stat(ctx, "wal/x"); err == nil || errors.Is(err, storage.ErrNotExist) {
-		t.Errorf("stat: got %v, want an error that is not ErrNotExist", err)
-	}
-	if err := s.Delete(ctx, "wal/x"); err == nil || errors.Is(err, storage.ErrNotExist) {
-		t.Errorf("delete: got %v, want an error that is not ErrNotExist", err)
-	}
-}
 
 // TestBare404IsNotNotFound: something that is not S3 (a proxy, a gateway, a wrong endpoint)
 // answering 404 says nothing about the object, whatever body it sends.
@@ -68,7 +30,7 @@ func TestBare404IsNotNotFound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		notFoundEverywhere(t, s, "endpoint=")
+		storagetest.NeverNotFound(t, s, "endpoint=")
 		srv.Close()
 	}
 }
@@ -117,7 +79,7 @@ func TestMissingBucketNotNotFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notFoundEverywhere(t, s, "no-such-bucket")
+	storagetest.NeverNotFound(t, s, "no-such-bucket")
 	if _, err := s.Stat(context.Background(), "x"); !errors.Is(err, storage.ErrNoContainer) || !strings.Contains(err.Error(), "create it") {
 		t.Errorf("stat in a missing bucket: got %v, want ErrNoContainer saying to create it", err)
 	}
@@ -127,7 +89,10 @@ func TestMissingBucketNotNotFound(t *testing.T) {
 // time in a Store, and none after that.
 func TestHeadNotFoundConfirmedOnce(t *testing.T) {
 	minio := testenv.MinIO(t)
-	rt := &countingTransport{base: http.DefaultTransport}
+	rt := &storagetest.CountingTransport{Base: http.DefaultTransport, Match: func(req *http.Request) bool {
+		// ListObjectsV2 and HeadBucket: the requests that confirm the bucket
+		return req.URL.Query().Has("list-type") || strings.Count(strings.Trim(req.URL.Path, "/"), "/") == 0
+	}}
 	s, err := s3.New(context.Background(), s3.Config{Bucket: minio.NewBucket(t), Prefix: "p", Region: minio.Region,
 		Endpoint: minio.Endpoint, PathStyle: true, AccessKey: minio.AccessKey, SecretKey: minio.SecretKey,
 		HTTPClient: &http.Client{Transport: rt}})
@@ -135,15 +100,15 @@ func TestHeadNotFoundConfirmedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, want := range []int32{2, 1, 1} {
-		rt.n.Store(0)
+		rt.N.Store(0)
 		if _, err := s.Stat(context.Background(), "wal/absent"); !errors.Is(err, storage.ErrNotExist) {
 			t.Fatalf("stat %d of an absent key: got %v, want ErrNotExist", i, err)
 		}
-		if got := rt.n.Load(); got != want {
+		if got := rt.N.Load(); got != want {
 			t.Errorf("stat %d of an absent key: %d requests, want %d", i, got, want)
 		}
 	}
-	if got := rt.list.Load(); got != 1 {
+	if got := rt.Matched.Load(); got != 1 {
 		t.Errorf("bucket checks: %d, want 1", got)
 	}
 }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/walship/walship/storage"
@@ -15,36 +13,13 @@ import (
 	"github.com/walship/walship/testenv"
 )
 
-// bodyFile writes n random bytes to a temporary file and returns it open at the start: a body
-// that, unlike a bytes.Reader, is not already in memory.
-func bodyFile(t *testing.T, n int) (*os.File, []byte) {
-	t.Helper()
-	data := storagetest.Random(n)
-	path := filepath.Join(t.TempDir(), "body")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f, data
-}
-
-func allocated() uint64 {
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.TotalAlloc
-}
-
 // TestOneRequestPerSegment: a WAL segment frame is one PutObject up to a 64 MiB segment stored
 // uncompressed (plus frame), for Put and Create alike, and streams from its file without being
 // copied into memory. Above the threshold the upload goes multipart.
 func TestOneRequestPerSegment(t *testing.T) {
 	srv := testenv.MinIO(t)
 	bucket := srv.NewBucket(t)
-	rt := &countingTransport{base: http.DefaultTransport}
+	rt := &storagetest.CountingTransport{Base: http.DefaultTransport}
 	mk := func(threshold int64) *s3.Store {
 		s, err := s3.New(context.Background(), s3.Config{Bucket: bucket, Region: srv.Region, Endpoint: srv.Endpoint, PathStyle: true,
 			AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, HTTPClient: &http.Client{Transport: rt},
@@ -58,10 +33,10 @@ func TestOneRequestPerSegment(t *testing.T) {
 	s := mk(0)
 	for _, n := range []int{20 << 20, 64<<20 + 4096} {
 		for _, op := range []string{"put", "create"} {
-			f, data := bodyFile(t, n)
+			f, data := storagetest.BodyFile(t, n)
 			key := op + "/" + filepath.Base(t.Name()) + string(rune('a'+n%26))
-			rt.n.Store(0)
-			before := allocated()
+			rt.N.Store(0)
+			before := storagetest.Allocated()
 			var err error
 			if op == "put" {
 				err = s.Put(ctx, key, f, nil)
@@ -71,10 +46,10 @@ func TestOneRequestPerSegment(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s %d bytes: %v", op, n, err)
 			}
-			if alloc := allocated() - before; alloc > 4<<20 {
+			if alloc := storagetest.Allocated() - before; alloc > 4<<20 {
 				t.Errorf("%s %d bytes from a file: allocated %d MiB, want under 4 MiB (the body must stream)", op, n, alloc>>20)
 			}
-			if got := rt.n.Load(); got != 1 {
+			if got := rt.N.Load(); got != 1 {
 				t.Errorf("%s %d bytes: %d requests, want exactly 1", op, n, got)
 			}
 			if got := storagetest.ReadAll(t, s, key); !bytes.Equal(got, data) {
@@ -84,12 +59,12 @@ func TestOneRequestPerSegment(t *testing.T) {
 	}
 	// Above the threshold: multipart (create, parts, complete), and still exact.
 	big := mk(16 << 20)
-	f, data := bodyFile(t, 20<<20)
-	rt.n.Store(0)
+	f, data := storagetest.BodyFile(t, 20<<20)
+	rt.N.Store(0)
 	if err := storage.Create(ctx, big, "multipart", f, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := rt.n.Load(); got != 6 {
+	if got := rt.N.Load(); got != 6 {
 		t.Errorf("20 MiB above a 16 MiB threshold in 5 MiB parts: %d requests, want 6", got)
 	}
 	if got := storagetest.ReadAll(t, big, "multipart"); !bytes.Equal(got, data) {
