@@ -1,7 +1,9 @@
 // Package bench measures walship against the physical limits of this machine on a real corpus:
 // a pgbench cluster's base backup and the 64 WAL segments written after it. Run with
 //
-//	go test -run x -bench . -benchtime 3x -timeout 60m ./bench/
+//	go test -run x -bench 'Archive|CopyFsync|Fetch|Recovery|PgbenchBacklog' -benchtime 1x -timeout 60m ./bench/
+//
+// and the comparison with pgBackRest and barman-cloud with bench/compare (BenchmarkCompare).
 //
 // Each archive and fetch benchmark calls the walship binary once per segment, as PostgreSQL does.
 package bench
@@ -55,18 +57,17 @@ func reportRun(b *testing.B, c corpus, wall, cpu time.Duration) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// pgWAL lays the corpus out as DATADIR/pg_wal (hard links) with archive_status .ready files, as
-// PostgreSQL leaves a backlog.
+// pgWAL lays the corpus out as DATADIR/pg_wal (see dataDir), with the archive_status .ready files
+// of a backlog only when ready is set.
 func pgWAL(b *testing.B, c corpus, ready bool) string {
-	data := b.TempDir()
-	wal := filepath.Join(data, "pg_wal")
-	os.MkdirAll(filepath.Join(wal, "archive_status"), 0o755)
-	for _, s := range c.segments {
-		if err := os.Link(s, filepath.Join(wal, filepath.Base(s))); err != nil {
+	data := dataDir(b, c, b.TempDir(), true)
+	if !ready {
+		status := filepath.Join(data, "pg_wal", "archive_status")
+		if err := os.RemoveAll(status); err != nil {
 			b.Fatal(err)
 		}
-		if ready {
-			os.WriteFile(filepath.Join(wal, "archive_status", filepath.Base(s)+".ready"), nil, 0o644)
+		if err := os.Mkdir(status, 0o755); err != nil {
+			b.Fatal(err)
 		}
 	}
 	return data
