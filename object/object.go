@@ -183,6 +183,7 @@ func (w *Writer) Close() error {
 	}
 	w.closed = true
 	if w.err != nil {
+		w.comp.Close() // releases the compressor (libzstd's context is C memory)
 		return w.err
 	}
 	if err := w.comp.Close(); err != nil {
