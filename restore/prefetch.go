@@ -10,13 +10,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"filippo.io/age"
 
+	"github.com/walship/walship/internal/flock"
 	"github.com/walship/walship/layout"
 	"github.com/walship/walship/object"
 	"github.com/walship/walship/storage"
@@ -202,6 +203,8 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 	}
 	dir := f.prefetchDir()
 	f.cleanSpool(dir, tli, segno, segSize)
+	// A following prefetcher (Follow) keeps its window ahead of this.
+	os.WriteFile(filepath.Join(dir, positionFile), []byte(name), 0o600)
 	var want []string
 	nextHeld := false
 	for i := 1; i <= f.cfg.Prefetch; i++ {
@@ -221,7 +224,7 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 	if len(want) == 0 || (nextHeld && len(want) < (f.cfg.Prefetch+1)/2) || prefetcherRunning(dir) {
 		return
 	}
-	if err := f.cfg.StartPrefetch(want); err != nil {
+	if err := f.cfg.StartPrefetch(want, segSize); err != nil {
 		f.cfg.Log.Warn("could not start prefetch", "err", err.Error())
 	}
 }
@@ -250,18 +253,7 @@ func awaitInFlight(dir, name string) {
 }
 
 // prefetcherRunning reports whether a prefetcher holds the spool's lock (see Prefetch).
-func prefetcherRunning(dir string) bool {
-	lock, err := os.Open(filepath.Join(dir, ".lock"))
-	if err != nil {
-		return false
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
-		return true
-	}
-	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	return false
-}
+func prefetcherRunning(dir string) bool { return flock.Held(filepath.Join(dir, ".lock")) }
 
 func (f *Fetcher) cleanSpool(dir string, tli uint32, segno uint64, segSize uint32) {
 	entries, err := os.ReadDir(dir)
@@ -287,20 +279,77 @@ func (f *Fetcher) cleanSpool(dir string, tli uint32, segno uint64, segSize uint3
 // flock); a second returns at once. A name the archive lacks is recorded as a miss so a standby's
 // next probe for it need not ask storage.
 func Prefetch(ctx context.Context, st storage.Store, spoolDir string, names []string, ids []age.Identity) error {
+	return Follow(ctx, st, spoolDir, names, ids, 0, 0)
+}
+
+// positionFile, in the prefetch spool, holds the name of the segment wal-fetch was last asked for.
+const positionFile = ".position"
+
+// followPoll is how often a following prefetcher looks at wal-fetch's position; followIdle is how
+// long it waits for wal-fetch to move before it exits.
+const (
+	followPoll = 5 * time.Millisecond
+	followIdle = 3 * time.Second
+)
+
+// Follow is Prefetch, and then, with depth > 0, stays to keep the spool filled: once wal-fetch
+// (whose last request is in positionFile) has moved half of depth past the segments downloaded
+// so far, it downloads the segments up to depth ahead of it, and so on until wal-fetch stops
+// asking for followIdle, asks for another timeline, or the archive ends (a miss). One process then
+// serves a whole recovery, instead of one started for each half spool with its own storage set-up
+// and connections. names are consecutive segments of segSize bytes.
+func Follow(ctx context.Context, st storage.Store, spoolDir string, names []string, ids []age.Identity, depth int, segSize uint32) error {
 	dir := filepath.Join(spoolDir, "prefetch")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, ok, err := flock.TryLock(filepath.Join(dir, ".lock"))
+	if err != nil || !ok {
+		return err // nil when another prefetcher is at work
+	}
+	defer unlock()
+	missed, err := prefetchAll(ctx, st, dir, names, ids)
+	if err != nil || missed || depth <= 0 || len(names) == 0 {
+		return err
+	}
+	tli, last, err := walfile.ParseSegment(names[len(names)-1], segSize)
 	if err != nil {
 		return err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return nil // another prefetcher is at work
+	pos, moved := uint64(0), time.Now()
+	for ctx.Err() == nil {
+		b, _ := os.ReadFile(filepath.Join(dir, positionFile))
+		t, p, err := walfile.ParseSegment(string(b), segSize)
+		switch {
+		case err == nil && t != tli:
+			return nil // another timeline: the next call starts a prefetcher for it
+		case err == nil && p != pos:
+			pos, moved = p, time.Now()
+		case time.Since(moved) > followIdle:
+			return nil
+		}
+		if end := pos + uint64(depth); end > last && end-last >= uint64(depth+1)/2 {
+			var batch []string
+			for s := max(last, pos) + 1; s <= end; s++ {
+				batch = append(batch, walfile.SegmentName(tli, s, segSize))
+			}
+			last = end
+			if missed, err := prefetchAll(ctx, st, dir, batch, ids); err != nil || missed {
+				return err
+			}
+			continue
+		}
+		time.Sleep(followPoll)
 	}
+	return ctx.Err()
+}
+
+// prefetchAll downloads names (segments only) into dir, prefetchers at a time; missed reports
+// whether the archive lacked one of them.
+func prefetchAll(ctx context.Context, st storage.Store, dir string, names []string, ids []age.Identity) (missed bool, err error) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(names))
+	misses := make([]bool, len(names))
 	slots := make(chan struct{}, prefetchers) // each holds a decoder
 	for i, name := range names {
 		if walfile.Classify(name) != walfile.Segment {
@@ -311,35 +360,37 @@ func Prefetch(ctx context.Context, st storage.Store, spoolDir string, names []st
 			defer wg.Done()
 			slots <- struct{}{}
 			defer func() { <-slots }()
-			errs[i] = prefetchOne(ctx, st, dir, name, ids)
+			misses[i], errs[i] = prefetchOne(ctx, st, dir, name, ids)
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return slices.Contains(misses, true), errors.Join(errs...)
 }
 
 // prefetchers bounds the downloads, and so the decoders, of one prefetcher.
 const prefetchers = 4
 
-func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []age.Identity) error {
+// prefetchOne downloads name into dir; missed reports that the archive lacks it (recorded as a
+// miss).
+func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []age.Identity) (missed bool, err error) {
 	final := filepath.Join(dir, name)
 	if _, err := os.Stat(final); err == nil {
-		return nil
+		return false, nil
 	}
 	key, err := layout.WALKey(name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	rc, info, err := st.Get(ctx, key)
 	if errors.Is(err, storage.ErrNotExist) {
-		return touch(filepath.Join(dir, name+missSuffix))
+		return true, touch(filepath.Join(dir, name+missSuffix))
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer rc.Close()
 	os.Remove(filepath.Join(dir, name+missSuffix))
-	return writeSpooled(rc, info.Metadata, ids, final)
+	return false, writeSpooled(rc, info.Metadata, ids, final)
 }
 
 // writeSpooled decodes and verifies a stored object into the spool file final (see spoolMagic).

@@ -50,8 +50,9 @@ type Config struct {
 	MissTTL time.Duration
 	// Now is the clock that dates misses; nil means time.Now.
 	Now func() time.Time
-	// StartPrefetch launches the background prefetcher for names; nil disables prefetching.
-	StartPrefetch func(names []string) error
+	// StartPrefetch launches the background prefetcher (Follow, in a process of its own) for
+	// names, consecutive segments of segSize bytes; nil disables prefetching.
+	StartPrefetch func(names []string, segSize uint32) error
 	// Identities open encrypted objects (an age key file may hold old and new keys).
 	Identities []age.Identity
 	Log        *slog.Logger

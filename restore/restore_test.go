@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,7 +196,7 @@ func TestPrefetchSpool(t *testing.T) {
 	st, orig := archived(t, 1, 6)
 	spool := t.TempDir()
 	var started [][]string
-	cfg := restore.Config{SpoolDir: spool, Prefetch: 3, StartPrefetch: func(names []string) error {
+	cfg := restore.Config{SpoolDir: spool, Prefetch: 3, StartPrefetch: func(names []string, _ uint32) error {
 		started = append(started, names)
 		return restore.Prefetch(context.Background(), st, spool, names, nil) // synchronously, for the test
 	}}
@@ -427,7 +429,7 @@ func TestPrefetchRefillsInBatches(t *testing.T) {
 	st, orig := archived(t, 1, 40) // more than is fetched: the end of the archive is another case
 	spool := t.TempDir()
 	starts := 0
-	cfg := restore.Config{SpoolDir: spool, Prefetch: 8, StartPrefetch: func(names []string) error {
+	cfg := restore.Config{SpoolDir: spool, Prefetch: 8, StartPrefetch: func(names []string, _ uint32) error {
 		starts++
 		return restore.Prefetch(context.Background(), st, spool, names, nil)
 	}}
@@ -496,4 +498,82 @@ func flipByte(t *testing.T, path string, off int64) {
 	f.ReadAt(b, off)
 	b[0] ^= 0x40
 	f.WriteAt(b, off)
+}
+
+// TestFollowServesWholeRecovery: one following prefetcher keeps the spool ahead of a whole
+// recovery (40 segments with 8 prefetched) instead of one started per half spool, every segment
+// served byte for byte, and it exits on its own once the archive ends.
+func TestFollowServesWholeRecovery(t *testing.T) {
+	st, orig := archived(t, 1, 40)
+	counted := &getCounter{Store: st, keys: map[string]int{}}
+	spool := t.TempDir()
+	var mu sync.Mutex
+	var starts [][]string
+	var wg sync.WaitGroup
+	cfg := restore.Config{SpoolDir: spool, Prefetch: 8, StartPrefetch: func(names []string, segSize uint32) error {
+		mu.Lock()
+		starts = append(starts, names)
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := restore.Follow(context.Background(), counted, spool, names, nil, 8, segSize); err != nil {
+				t.Errorf("follow: %v", err)
+			}
+		}()
+		return nil
+	}}
+	f := fetcher(t, st, cfg)
+	dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
+	for i := uint64(1); i <= 40; i++ {
+		name := walfile.SegmentName(1, i, seg)
+		if err := f.Fetch(context.Background(), name, dest); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[name]) {
+			t.Fatalf("%s: content differs", name)
+		}
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the following prefetcher did not exit after the archive ended")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// One process served the archive: any later start looks past its end (a miss outside
+	// standby mode is not trusted, so each call there probes again).
+	last := walfile.SegmentName(1, 40, seg)
+	for i, names := range starts[1:] {
+		if names[0] <= last {
+			t.Errorf("prefetcher start %d, for %v, within the archive: one follower should serve it all", i+2, names)
+		}
+	}
+	// Each archived segment downloaded once at most by the prefetcher.
+	counted.mu.Lock()
+	defer counted.mu.Unlock()
+	for i := uint64(1); i <= 40; i++ {
+		key, _ := layout.WALKey(walfile.SegmentName(1, i, seg))
+		if n := counted.keys[key]; n > 1 {
+			t.Errorf("the prefetcher downloaded %s %d times", key, n)
+		}
+	}
+	t.Logf("%d prefetcher starts, %d after the first past the archive's end", len(starts), len(starts)-1)
+}
+
+// getCounter counts GETs per key.
+type getCounter struct {
+	storage.Store
+	mu   sync.Mutex
+	keys map[string]int
+}
+
+func (g *getCounter) Unwrap() storage.Store { return g.Store }
+func (g *getCounter) Get(ctx context.Context, key string) (io.ReadCloser, storage.Info, error) {
+	g.mu.Lock()
+	g.keys[key]++
+	g.mu.Unlock()
+	return g.Store.Get(ctx, key)
 }
