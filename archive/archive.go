@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -56,7 +57,12 @@ type Config struct {
 	// standby's copy of a segment can legitimately differ from the primary's, so it is refused
 	// by default.
 	AllowStandby bool
-	Log          *slog.Logger
+	// StartAhead, when set, starts a background pusher (PushAhead, in a process of its own) for
+	// the ready files behind the requested one; a call then pushes only its own file and finds
+	// the others answered by the pusher's markers. Nil pushes up to Parallel-1 of them within the
+	// call instead.
+	StartAhead func() error
+	Log        *slog.Logger
 }
 
 // Pusher pushes WAL files.
@@ -89,9 +95,10 @@ type Identity struct {
 }
 
 // Push archives the file at path (PostgreSQL's %p, relative to the data directory, the working
-// directory)
-// and, alongside it, up to Parallel-1 other ready files. Only the requested file decides the
-// result; the others are recorded with markers so PostgreSQL's later calls for them are cheap.
+// directory) and gets the other ready files pushed ahead: by a background pusher when
+// StartAhead is set (see PushAhead), else up to Parallel-1 of them alongside it. Only the
+// requested file decides the result; the others are recorded with markers so PostgreSQL's later
+// calls for them are cheap.
 func (p *Pusher) Push(ctx context.Context, path string) error {
 	name := filepath.Base(path)
 	if err := checkPath(path); err != nil {
@@ -101,16 +108,21 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 		return fmt.Errorf("%w: %q is not a WAL segment, .history, .partial or .backup file", ErrBadFile, name)
 	}
 	walDir := filepath.Dir(path)
-	if !p.cfg.AllowStandby {
-		if _, err := os.Stat(filepath.Join(walDir, "..", "standby.signal")); err == nil {
-			return errors.New("refusing to archive from a standby (standby.signal exists; archive_mode=always): " +
-				"a standby's copy of a segment can differ from the primary's; use --allow-standby if this standby must archive")
-		}
+	if err := p.checkNotStandby(walDir); err != nil {
+		return err
 	}
 	// Markers of files PostgreSQL has since recorded as archived are dropped on every call, with
 	// any --parallel: even alone, each push leaves a marker for its own file.
 	p.pruneMarkers(walDir, name)
-	extra := p.readyNeighbours(walDir, name)
+	if p.cfg.StartAhead != nil && p.cfg.Parallel > 1 {
+		if len(p.readyNeighbours(walDir, name, 1)) > 0 && !p.aheadRunning() {
+			if err := p.cfg.StartAhead(); err != nil {
+				p.cfg.Log.Warn("could not start the background pusher; pushing this file alone", "err", err.Error())
+			}
+		}
+		return p.pushClaimed(ctx, path)
+	}
+	extra := p.readyNeighbours(walDir, name, p.cfg.Parallel-1)
 	var wg sync.WaitGroup
 	for _, n := range extra {
 		wg.Add(1)
@@ -124,6 +136,18 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 	err := p.pushOne(ctx, path)
 	wg.Wait()
 	return err
+}
+
+// checkNotStandby refuses to archive from a standby unless AllowStandby.
+func (p *Pusher) checkNotStandby(walDir string) error {
+	if p.cfg.AllowStandby {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(walDir, "..", "standby.signal")); err == nil {
+		return errors.New("refusing to archive from a standby (standby.signal exists; archive_mode=always): " +
+			"a standby's copy of a segment can differ from the primary's; use --allow-standby if this standby must archive")
+	}
+	return nil
 }
 
 // maxPath bounds %p: PostgreSQL's is "pg_wal/" and a file name, far below PATH_MAX.
@@ -151,13 +175,13 @@ func checkPath(path string) error {
 	return nil
 }
 
-// readyNeighbours returns up to Parallel-1 files PostgreSQL has marked ready, other than name,
+// readyNeighbours returns up to max (all, if negative) files PostgreSQL has marked ready, other than name,
 // history files first and then oldest first (the order PostgreSQL itself archives in). Files an
 // earlier call already pushed ahead (a marker exists) are passed over unread: re-hashing them on
 // every call cost two extra reads of a segment per call in a backlog, and PostgreSQL's own call
 // for each still confirms its marker.
-func (p *Pusher) readyNeighbours(walDir, name string) []string {
-	if p.cfg.Parallel <= 1 {
+func (p *Pusher) readyNeighbours(walDir, name string, max int) []string {
+	if max == 0 {
 		return nil
 	}
 	entries, err := os.ReadDir(filepath.Join(walDir, "archive_status"))
@@ -182,7 +206,10 @@ func (p *Pusher) readyNeighbours(walDir, name string) []string {
 		}
 		return ready[i] < ready[j]
 	})
-	return ready[:min(len(ready), p.cfg.Parallel-1)]
+	if max > 0 && len(ready) > max {
+		ready = ready[:max]
+	}
+	return ready
 }
 
 // pushOne archives one file: a marker hit costs no request; otherwise one create, and a stat only
@@ -273,8 +300,16 @@ func (p *Pusher) checkContent(ctx context.Context, f *os.File, name string, size
 	return &hdr, nil
 }
 
+// compressing bounds the files compressed at once to the CPUs Go may use. Compression is all
+// CPU, and libzstd runs on threads of its own outside Go's scheduler: four at once on two CPUs
+// cost 159 ms of CPU per segment against 105 alone, the contexts evicting each other from the
+// caches. Uploads, which mostly wait, still overlap freely.
+var compressing = make(chan struct{}, runtime.GOMAXPROCS(0))
+
 // encode compresses the file into memory, or into a temp file in the spool when it is large.
 func (p *Pusher) encode(f *os.File, size int64) (io.ReadSeeker, object.Summary, func(), error) {
+	compressing <- struct{}{}
+	defer func() { <-compressing }()
 	if size <= memLimit {
 		// Sized for WAL's usual 5-10x ratio: a buffer grown to half the segment "just in case"
 		// is zeroed whole when its memory is reused, 8 MiB of RSS for each parallel push.

@@ -84,19 +84,21 @@ func (p *Pusher) writeMarker(f *os.File, name string, sum object.Summary, before
 	return writeFileDurable(p.markerPath(name), b)
 }
 
-// pruneMarkers drops markers of files PostgreSQL no longer has marked ready: it has recorded
-// them as archived, so it will not ask again. The file being asked for keeps its marker.
+// pruneMarkers drops markers and claims of files PostgreSQL no longer has marked ready: it has
+// recorded them as archived, so it will not ask again. The file being asked for keeps its marker.
 func (p *Pusher) pruneMarkers(walDir, asked string) {
-	entries, err := os.ReadDir(filepath.Join(p.cfg.SpoolDir, "archived"))
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") || e.Name() == asked {
+	for _, dir := range []string{filepath.Join(p.cfg.SpoolDir, "archived"), p.claimDir()} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
 			continue
 		}
-		if _, err := os.Stat(filepath.Join(walDir, "archive_status", e.Name()+".ready")); os.IsNotExist(err) {
-			os.Remove(filepath.Join(p.cfg.SpoolDir, "archived", e.Name()))
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".") || e.Name() == asked {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(walDir, "archive_status", e.Name()+".ready")); os.IsNotExist(err) {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 }

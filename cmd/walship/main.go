@@ -42,6 +42,9 @@ type env struct {
 	getenv         func(string) string
 	log            *slog.Logger
 	usage          func() // the current subcommand's help
+	// startAhead starts the background pusher; nil (tests running commands in-process, and the
+	// pusher itself) pushes ready files within the call instead.
+	startAhead func(c *common, o pushFlags, walDir string) error
 }
 
 type command struct {
@@ -56,6 +59,7 @@ func commands() []command {
 		{"wal-push", "[flags] %p", "archive_command: archive a WAL file", runWalPush},
 		{"wal-fetch", "[flags] %f %p", "restore_command: restore a WAL file, verified", runWalFetch},
 		{"wal-prefetch", "[flags] NAME...", "internal: background download started by wal-fetch", runWalPrefetch},
+		{"wal-push-ahead", "[flags] WALDIR", "internal: background push started by wal-push", runWalPushAhead},
 		{"check", "[flags]", "check that the storage is reachable and writable", runCheck},
 		{"verify", "[flags]", "read back and verify every archived WAL file", runVerify},
 		{"version", "", "print the version", runVersion},
@@ -67,7 +71,7 @@ func main() {
 		shortLived(os.Getenv)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv, startAhead)
 	stop()
 	os.Exit(code)
 }
@@ -101,7 +105,12 @@ func gcBudget(files int) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
+	return runMain(ctx, args, stdout, stderr, getenv, nil)
+}
+
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string,
+	ahead func(*common, pushFlags, string) error) int {
+	e := &env{stdout: stdout, stderr: stderr, getenv: getenv, startAhead: ahead}
 	e.log = newLogger(stderr, getenv(envLogLevel))
 	if len(args) == 0 {
 		usage(stderr)

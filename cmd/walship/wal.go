@@ -41,48 +41,150 @@ func intEnv(e *env, name string, def int) int {
 	return def
 }
 
-func runWalPush(ctx context.Context, e *env, args []string) int {
-	fs, c := e.flags("wal-push", "[flags] %p", "archive_command: archive one WAL file (and the ready files after it).\n"+
-		"Exit 0 only once the file is durable in storage; non-zero otherwise (PostgreSQL retries).")
+// pushFlags are wal-push's own flags, shared with the background pusher it starts.
+type pushFlags struct {
+	parallel     *int
+	allowStandby *bool
+	spool        *string
+}
+
+func (e *env) pushFlags(fs *flag.FlagSet, c *common) pushFlags {
 	fs.StringVar(&c.compression, "compression", e.getenv(envCompress), "zstd (default), lz4, gzip or none ($"+envCompress+")")
-	parallel := fs.Int("parallel", intEnv(e, "WALSHIP_PARALLEL", 4), "files pushed at once: the requested one plus ready ones after it ($WALSHIP_PARALLEL)")
-	allowStandby := fs.Bool("allow-standby", false, "archive even though standby.signal exists (archive_mode=always)")
-	spool := spoolFlag(e, fs)
+	o := pushFlags{
+		parallel: fs.Int("parallel", intEnv(e, "WALSHIP_PARALLEL", 4), "files pushed at once: in a backlog a background pusher "+
+			"keeps this many of the ready files in flight; 1 pushes only the requested file ($WALSHIP_PARALLEL)"),
+		allowStandby: fs.Bool("allow-standby", false, "archive even though standby.signal exists (archive_mode=always)"),
+		spool:        spoolFlag(e, fs),
+	}
 	e.cryptoFlags(fs, c)
+	return o
+}
+
+// pusher checks the flags and sets up a Pusher for the WAL directory walDir; code is the exit
+// code when it returns nil.
+func (e *env) pusher(ctx context.Context, name string, c *common, o pushFlags, walDir string) (*archive.Pusher, int) {
+	codec, err := c.codec()
+	if err != nil {
+		fmt.Fprintf(e.stderr, "walship %s: %v\n", name, err)
+		return nil, exitUsage
+	}
+	if *o.parallel < 1 || *o.parallel > 64 {
+		fmt.Fprintf(e.stderr, "walship %s: --parallel %d: use 1 to 64\n", name, *o.parallel)
+		return nil, exitUsage
+	}
+	gcBudget(*o.parallel)
+	// Lazy: a call answered by a marker needs no storage, so it does not set up the SDK.
+	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log, Lazy: true})
+	if err != nil {
+		fmt.Fprintf(e.stderr, "walship %s: %s\n", name, oneLine(err))
+		return nil, exitUsage
+	}
+	if *o.spool == "" {
+		*o.spool = filepath.Join(dataDir(filepath.Join(walDir, "f")), "walship")
+	}
+	cfg := archive.Config{Store: st, StoreURL: st.String(), Codec: codec, SpoolDir: *o.spool,
+		Parallel: *o.parallel, AllowStandby: *o.allowStandby, Log: e.log}
+	if e.startAhead != nil {
+		cfg.StartAhead = func() error { return e.startAhead(c, o, walDir) }
+	}
+	p, err := archive.New(cfg)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "walship %s: %s\n", name, oneLine(err))
+		return nil, exitUsage
+	}
+	return p, exitOK
+}
+
+func runWalPush(ctx context.Context, e *env, args []string) int {
+	fs, c := e.flags("wal-push", "[flags] %p", "archive_command: archive one WAL file (and get the ready files after it pushed ahead).\n"+
+		"Exit 0 only once the file is durable in storage; non-zero otherwise (PostgreSQL retries).")
+	o := e.pushFlags(fs, c)
 	if code, done := e.parse(fs, c, args, 1); done {
 		return code
 	}
 	path := fs.Arg(0)
-	codec, err := c.codec()
-	if err != nil {
-		fmt.Fprintf(e.stderr, "walship wal-push: %v\n", err)
-		return exitUsage
-	}
-	if *parallel < 1 || *parallel > 64 {
-		fmt.Fprintf(e.stderr, "walship wal-push: --parallel %d: use 1 to 64\n", *parallel)
-		return exitUsage
-	}
-	gcBudget(*parallel)
-	// Lazy: a call answered by a marker needs no storage, so it does not set up the SDK.
-	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log, Lazy: true})
-	if err != nil {
-		fmt.Fprintf(e.stderr, "walship wal-push: %s\n", oneLine(err))
-		return exitUsage
-	}
-	if *spool == "" {
-		*spool = filepath.Join(dataDir(path), "walship")
-	}
-	p, err := archive.New(archive.Config{Store: st, StoreURL: st.String(), Codec: codec, SpoolDir: *spool,
-		Parallel: *parallel, AllowStandby: *allowStandby, Log: e.log})
-	if err != nil {
-		fmt.Fprintf(e.stderr, "walship wal-push: %s\n", oneLine(err))
-		return exitUsage
+	p, code := e.pusher(ctx, "wal-push", c, o, filepath.Dir(path))
+	if p == nil {
+		return code
 	}
 	if err := p.Push(ctx, path); err != nil {
 		e.log.Error("wal-push failed", "file", filepath.Base(path), "err", oneLine(err))
 		if errors.Is(err, archive.ErrBadFile) || errors.Is(err, open.ErrSetup) {
 			return exitUsage
 		}
+		return exitFailure
+	}
+	return exitOK
+}
+
+// startAhead launches `walship wal-push-ahead` detached from PostgreSQL's process group, with its
+// output in the spool, so archive_command returns as soon as its own file is stored. The storage
+// URL goes in the environment rather than on the command line, where ps would show it.
+func startAhead(c *common, o pushFlags, walDir string) error {
+	return detach(filepath.Join(*o.spool, "pushing"), "push-ahead.log", c.storage,
+		"wal-push-ahead", "--log-level", c.logLevel, "--spool-dir", *o.spool,
+		"--parallel", strconv.Itoa(*o.parallel), "--compression", c.compression,
+		"--allow-standby="+strconv.FormatBool(*o.allowStandby),
+		"--age-recipients", c.ageRecipients, "--age-key-file", c.ageKeyFile, walDir)
+}
+
+// detach starts walship with args in a session of its own (outside PostgreSQL's process group,
+// so the calling archive or restore command returns at once), its output appended to logName in
+// logDir. The storage URL goes in its environment rather than on its command line, where ps
+// would show it.
+func detach(logDir, logName, storageURL string, args ...string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logf, err := openLog(logDir, logName)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), envStorage+"="+storageURL)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}
+
+// maxLog bounds a background process's log in the spool: one that grew past it is started anew.
+const maxLog = 1 << 20
+
+// openLog opens name in dir for appending, emptied first when it has grown past maxLog.
+func openLog(dir, name string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(dir, name)
+	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	if fi, err := os.Stat(p); err == nil && fi.Size() > maxLog {
+		flags |= os.O_TRUNC
+	}
+	return os.OpenFile(p, flags, 0o600)
+}
+
+func runWalPushAhead(ctx context.Context, e *env, args []string) int {
+	fs, c := e.flags("wal-push-ahead", "[flags] WALDIR", "Internal: push the ready files of WALDIR in the background (started by wal-push).")
+	o := e.pushFlags(fs, c)
+	if code, done := e.parse(fs, c, args, 1); done {
+		return code
+	}
+	if *o.spool == "" {
+		fmt.Fprintf(e.stderr, "walship wal-push-ahead: needs --spool-dir\n")
+		return exitUsage
+	}
+	e.startAhead = nil
+	p, code := e.pusher(ctx, "wal-push-ahead", c, o, fs.Arg(0))
+	if p == nil {
+		return code
+	}
+	if err := p.PushAhead(ctx, fs.Arg(0)); err != nil {
+		e.log.Warn("push ahead stopped", "err", oneLine(err))
 		return exitFailure
 	}
 	return exitOK
@@ -157,7 +259,7 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 		*spool = filepath.Join(dataDir(dest), "walship")
 	}
 	f, err := restore.New(restore.Config{Store: st, SpoolDir: *spool, Prefetch: *prefetch, Standby: standby, MissTTL: *missTTL, Log: e.log, Identities: ids,
-		StartPrefetch: func(names []string) error { return startPrefetch(c, *spool, names) }})
+		StartPrefetch: func(names []string, segSize uint32) error { return startPrefetch(c, *spool, *prefetch, segSize, names) }})
 	if err != nil {
 		return badConfig(err)
 	}
@@ -179,36 +281,20 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 
 // startPrefetch launches `walship wal-prefetch` detached from PostgreSQL's process group, with
 // its output in the spool, so restore_command returns at once.
-func startPrefetch(c *common, spool string, names []string) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Join(spool, "prefetch"), 0o700); err != nil {
-		return err
-	}
-	logf, err := os.OpenFile(filepath.Join(spool, "prefetch", "prefetch.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	args := []string{"wal-prefetch", "--storage", c.storage, "--log-level", c.logLevel, "--spool-dir", spool}
+func startPrefetch(c *common, spool string, depth int, segSize uint32, names []string) error {
+	args := []string{"wal-prefetch", "--log-level", c.logLevel, "--spool-dir", spool,
+		"--follow", strconv.Itoa(depth), "--segment-size", strconv.FormatUint(uint64(segSize), 10)}
 	if c.ageKeyFile != "" {
 		args = append(args, "--age-key-file", c.ageKeyFile) // the prefetcher decodes what it spools
 	}
-	args = append(args, names...)
-	cmd := exec.Command(exe, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	return cmd.Process.Release()
+	return detach(filepath.Join(spool, "prefetch"), "prefetch.log", c.storage, append(args, names...)...)
 }
 
 func runWalPrefetch(ctx context.Context, e *env, args []string) int {
 	fs, c := e.flags("wal-prefetch", "[flags] NAME...", "Internal: download WAL segments into the spool (started by wal-fetch).")
 	spool := spoolFlag(e, fs)
+	follow := fs.Int("follow", 0, "after NAME..., keep this many segments ahead of wal-fetch's calls until they stop (0: just NAME...)")
+	segSize := fs.Uint("segment-size", 0, "WAL segment size in bytes, for --follow")
 	e.cryptoFlags(fs, c)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -222,7 +308,7 @@ func runWalPrefetch(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "walship wal-prefetch: needs --spool-dir and at least one name\n")
 		return exitUsage
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log})
 	if err != nil {
@@ -234,7 +320,12 @@ func runWalPrefetch(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "walship wal-prefetch: %s\n", oneLine(err))
 		return exitUsage
 	}
-	if err := restore.Prefetch(ctx, st, *spool, fs.Args(), ids); err != nil {
+	if *follow > 0 {
+		err = restore.Follow(ctx, st, *spool, fs.Args(), ids, *follow, uint32(*segSize))
+	} else {
+		err = restore.Prefetch(ctx, st, *spool, fs.Args(), ids)
+	}
+	if err != nil {
 		e.log.Warn("prefetch incomplete", "err", oneLine(err))
 		return exitFailure
 	}
