@@ -144,19 +144,29 @@ func slowArchive(t *testing.T, pg *testenv.Postgres, names []string) (string, ta
 // prefetchers returns the pids of wal-prefetch processes working on spool (wal-fetch starts
 // them detached, so the test finds them in /proc).
 func prefetchers(spool string) []string {
-	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	var pids []string
+	for pid := range detached("wal-prefetch", spool) {
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// detached returns, by pid, the command lines of running walship processes of subcommand sub
+// working on spool.
+func detached(sub, spool string) map[string][]string {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	found := map[string][]string{}
 	for _, c := range cmdlines {
 		b, err := os.ReadFile(c)
 		if err != nil {
 			continue
 		}
 		args := strings.Split(string(b), "\x00")
-		if len(args) > 1 && args[1] == "wal-prefetch" && slices.Contains(args, spool) {
-			pids = append(pids, filepath.Base(filepath.Dir(c)))
+		if len(args) > 1 && args[1] == sub && slices.Contains(args, spool) {
+			found[filepath.Base(filepath.Dir(c))] = args
 		}
 	}
-	return pids
+	return found
 }
 
 // TestNoSecretsInOutput runs walship through successes and failures with S3 and Azure
@@ -189,7 +199,8 @@ func TestNoSecretsInOutput(t *testing.T) {
 		t.Fatalf("encrypted restore: %s rows, want 20000", got)
 	}
 	prefetchLog, _ := os.ReadFile(filepath.Join(restored.DataDir, "walship", "prefetch", "prefetch.log"))
-	all.WriteString(pg.Log() + restored.Log() + string(prefetchLog))
+	pushLog, _ := os.ReadFile(filepath.Join(pg.DataDir, "walship", "pushing", "push-ahead.log"))
+	all.WriteString(pg.Log() + restored.Log() + string(prefetchLog) + string(pushLog))
 
 	data := t.TempDir()
 	os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
