@@ -139,6 +139,11 @@ func failover(t *testing.T, tg target) {
 		fmt.Sprintf("primary_conninfo = 'host=%s port=%d user=postgres'", primary.SocketDir, primary.Port))})
 	standby.Start(t)
 	standby.WaitFor(t, "select count(*) from t", "1000", 2*time.Minute)
+	// The standby replays the switched segment from the archive and only then connects for
+	// streaming. Stopped before it does, the primary's last segment never reaches the standby,
+	// whose recovery then ends on a segment boundary and leaves no .partial to archive. Once
+	// streaming, the standby receives everything up to the primary's shutdown checkpoint.
+	primary.WaitFor(t, "select count(*) from pg_stat_replication where state = 'streaming'", "1", 2*time.Minute)
 
 	primary.Stop(t)
 	standby.Psql(t, "select pg_promote()")
@@ -161,7 +166,8 @@ func failover(t *testing.T, tg target) {
 		return nil
 	})
 	if len(partials) != 1 {
-		t.Fatalf("want the old timeline's .partial archived, found %v", partials)
+		t.Fatalf("want the old timeline's .partial archived, found %v\npg_wal: %v\narchive_status: %v\nlog:\n%s", partials,
+			dirNames(filepath.Join(sdir, "pg_wal")), dirNames(filepath.Join(sdir, "pg_wal", "archive_status")), tail(standby.Log(), 40))
 	}
 
 	// The old primary comes back on timeline 1 and archives diverging WAL.
@@ -432,4 +438,17 @@ func TestSmallSegments(t *testing.T) {
 	if got := restored.Psql(t, "select count(*) from t"); got != "20000" {
 		t.Fatalf("restored %s rows, want 20000", got)
 	}
+}
+
+// dirNames lists the names in dir, for a failure message.
+func dirNames(dir string) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
 }
