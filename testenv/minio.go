@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -57,9 +58,20 @@ func startMinIO(t testing.TB, certsDir string, client *http.Client) *S3Server {
 		// MINIO_UPDATE=off keeps it from looking for a newer release on the network.
 		cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
 			"MINIO_BROWSER=off", "MINIO_UPDATE=off")
-		return cmd, httpStatus(readyClient, s.Endpoint+"/minio/health/ready", http.StatusOK)
+		healthy := httpStatus(readyClient, s.Endpoint+"/minio/health/ready", http.StatusOK)
+		return cmd, func() bool { return healthy() && s.servesS3() }
 	})
 	return s
+}
+
+// servesS3 reports whether a signed S3 request succeeds. /minio/health/ready can answer 200
+// while the object layer is still starting: a request then fails with 503
+// XMinioServerNotInitialized (seen in CI on the first GetObject after start).
+func (s *S3Server) servesS3() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := s.Client().ListBuckets(ctx, &s3.ListBucketsInput{})
+	return err == nil
 }
 
 // Client returns an S3 client for the server. Credentials, region, endpoint and HTTP client are
