@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755)
 	walship = filepath.Join(dir, "walship")
-	if out, err := exec.Command("go", "build", "-o", walship, "../cmd/walship").CombinedOutput(); err != nil {
+	if out, err := exec.Command("bash", "../scripts/build", walship).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: build: %v\n%s", err, out)
 		os.Exit(1)
 	}
