@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/internal/flock"
 	"github.com/walship/walship/internal/waltest"
 	"github.com/walship/walship/layout"
 	"github.com/walship/walship/object"
@@ -515,12 +516,26 @@ func TestFollowServesWholeRecovery(t *testing.T) {
 		starts = append(starts, names)
 		mu.Unlock()
 		wg.Add(1)
+		done := make(chan struct{})
 		go func() {
 			defer wg.Done()
+			defer close(done)
 			if err := restore.Follow(context.Background(), counted, spool, names, nil, 8, segSize); err != nil {
 				t.Errorf("follow: %v", err)
 			}
 		}()
+		// Return once the follower holds the spool's lock (or is done). The real starter returns
+		// before the new process has taken it; a call in that window starts a second prefetcher,
+		// which finds the lock taken and exits at once (no download: counted below). Without this
+		// wait that benign race, not the following, decided the starts counted here.
+		lock := filepath.Join(spool, "prefetch", ".lock")
+		for !flock.Held(lock) {
+			select {
+			case <-done:
+				return nil
+			case <-time.After(time.Millisecond):
+			}
+		}
 		return nil
 	}}
 	f := fetcher(t, st, cfg)
