@@ -115,7 +115,9 @@ func (p *Pusher) Push(ctx context.Context, path string) error {
 	// any --parallel: even alone, each push leaves a marker for its own file.
 	p.pruneMarkers(walDir, name)
 	if p.cfg.StartAhead != nil && p.cfg.Parallel > 1 {
-		if len(p.readyNeighbours(walDir, name, 1)) > 0 && !p.aheadRunning() {
+		// The lock first: in a backlog the pusher is usually running, and the listing (a read of
+		// archive_status and a stat per ready file) is then not needed.
+		if !p.aheadRunning() && len(p.readyNeighbours(walDir, name, 1)) > 0 {
 			if err := p.cfg.StartAhead(); err != nil {
 				p.cfg.Log.Warn("could not start the background pusher; pushing this file alone", "err", err.Error())
 			}
