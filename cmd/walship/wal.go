@@ -117,9 +117,8 @@ func runWalPush(ctx context.Context, e *env, args []string) int {
 	return exitOK
 }
 
-// startAhead launches `walship wal-push-ahead` detached from PostgreSQL's process group, with its
-// output in the spool, so archive_command returns as soon as its own file is stored. The storage
-// URL goes in the environment rather than on the command line, where ps would show it.
+// startAhead launches `walship wal-push-ahead` (see detach), so archive_command returns as soon as
+// its own file is stored.
 func startAhead(c *common, o pushFlags, walDir string) error {
 	return detach(filepath.Join(*o.spool, "pushing"), "push-ahead.log", c.storage,
 		"wal-push-ahead", "--log-level", c.logLevel, "--spool-dir", *o.spool,
@@ -279,8 +278,8 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 	return fail(err)
 }
 
-// startPrefetch launches `walship wal-prefetch` detached from PostgreSQL's process group, with
-// its output in the spool, so restore_command returns at once.
+// startPrefetch launches `walship wal-prefetch --follow` (see detach), so restore_command returns
+// at once.
 func startPrefetch(c *common, spool string, depth int, segSize uint32, names []string) error {
 	args := []string{"wal-prefetch", "--log-level", c.logLevel, "--spool-dir", spool,
 		"--follow", strconv.Itoa(depth), "--segment-size", strconv.FormatUint(uint64(segSize), 10)}
