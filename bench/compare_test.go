@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,6 +43,26 @@ func BenchmarkCompare(b *testing.B) {
 	fetchers := []tool{cpTool, walshipTool("walship file", false), pgbackrestTool("pgbackrest posix", false, false),
 		walshipS3, pgbrSync, pgbrAsync, barmanTool}
 	recoverers := []tool{cpTool, walshipS3, pgbrSync, pgbrAsync, barmanTool}
+	// WALSHIP_BENCH_ONLY="cp+fsync,walship s3" runs only the tools named, for a quick trial of a
+	// change; the report then lacks the others and is printed, not written to bench/results/.
+	only := os.Getenv("WALSHIP_BENCH_ONLY")
+	partial := only != ""
+	if partial {
+		archivers, fetchers, recoverers = pick(archivers, only), pick(fetchers, only), pick(recoverers, only)
+	}
+	// WALSHIP_BENCH_PHASES="archive" (or fetch, recovery, comma-separated) runs only those phases.
+	if phases := os.Getenv("WALSHIP_BENCH_PHASES"); phases != "" {
+		partial = true
+		if !strings.Contains(phases, "archive") {
+			archivers = nil
+		}
+		if !strings.Contains(phases, "fetch") {
+			fetchers = nil
+		}
+		if !strings.Contains(phases, "recovery") {
+			recoverers = nil
+		}
+	}
 	r.tools = map[string]tool{}
 	for _, ts := range [][]tool{archivers, fetchers, recoverers} {
 		for _, t := range ts {
@@ -56,7 +77,7 @@ func BenchmarkCompare(b *testing.B) {
 	}
 	// Each tool's archive for fetching and recovery is filled once by its own push, untimed.
 	filled := map[string]archive{}
-	for _, t := range fetchers {
+	for _, t := range union(fetchers, recoverers) {
 		a := t.open(b, l)
 		fill(b, l, a)
 		filled[t.name] = a
@@ -71,17 +92,50 @@ func BenchmarkCompare(b *testing.B) {
 			r.add("recovery", t.name, recoveryRun(b, l, filled[t.name]))
 		}
 	}
-	r.limits = limits(b, c, rounds)
+	if !partial {
+		r.limits = limits(b, c, rounds)
+	}
 	r.order = map[string][]string{"archive": names(archivers), "fetch": names(fetchers), "recovery": names(recoverers)}
 
 	text := r.String()
 	fmt.Println(text)
+	if partial {
+		b.Logf("WALSHIP_BENCH_ONLY or _PHASES is set: the partial report is not written to bench/results/")
+		b.ReportMetric(0, "ns/op")
+		return
+	}
 	out := filepath.Join("results", fmt.Sprintf("%s-%s.md", time.Now().Format("2006-01-02"), hostname()))
 	if err := os.WriteFile(out, []byte(text), 0o644); err != nil {
 		b.Fatalf("bench: write %s: %v", out, err)
 	}
 	b.Logf("report written to bench/%s", out)
 	b.ReportMetric(0, "ns/op")
+}
+
+// union is the tools of a and then those of b not in a.
+func union(a, b []tool) []tool {
+	out := append([]tool(nil), a...)
+	for _, t := range b {
+		if !slices.ContainsFunc(out, func(u tool) bool { return u.name == t.name }) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// pick keeps the tools whose names are in the comma-separated list.
+func pick(ts []tool, list string) []tool {
+	want := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		want[strings.TrimSpace(n)] = true
+	}
+	var out []tool
+	for _, t := range ts {
+		if want[t.name] {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func names(ts []tool) []string {
