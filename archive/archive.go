@@ -257,7 +257,7 @@ func (p *Pusher) pushOne(ctx context.Context, path string) error {
 	if errors.Is(err, storage.ErrExist) {
 		err = p.compareExisting(ctx, key, name, sum)
 		if err == nil {
-			p.cfg.Log.Info("already archived with identical content", "file", name, "sha256", sum.Hex())
+			p.cfg.Log.Info("already archived with identical content", "file", name, "xxh3", sum.Hex())
 		}
 	} else if err == nil {
 		p.cfg.Log.Debug("archived", "file", name, "raw_bytes", sum.RawSize, "ms", time.Since(start).Milliseconds())
@@ -361,7 +361,7 @@ func (p *Pusher) compareExisting(ctx context.Context, key, name string, sum obje
 		}
 	}
 	if stored != sum {
-		return fmt.Errorf("%w: %s: archived sha256 %s (%d bytes), local sha256 %s (%d bytes); the archived copy is kept",
+		return fmt.Errorf("%w: %s: archived xxh3 %s (%d bytes), local xxh3 %s (%d bytes); the archived copy is kept",
 			ErrConflict, name, stored.Hex(), stored.RawSize, sum.Hex(), sum.RawSize)
 	}
 	return nil

@@ -144,7 +144,7 @@ func TestPushIdempotentAndConflict(t *testing.T) {
 	if !errors.Is(err, archive.ErrConflict) {
 		t.Fatalf("different content: got %v, want ErrConflict", err)
 	}
-	for _, s := range []string{"archived sha256", "local sha256"} {
+	for _, s := range []string{"archived xxh3", "local xxh3"} {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("conflict error %q does not name the %s", err, s)
 		}

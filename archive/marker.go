@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"os"
@@ -18,10 +17,10 @@ import (
 // to the nanosecond), as git and rsync trust an unchanged file: any write to the file, a copy of
 // it (a base backup carrying another cluster's markers) or pg_rewind's rewrite changes it, and
 // PostgreSQL never writes to a segment it has handed to archive_command. When the identity does
-// not match, the file is hashed and compared with the recorded SHA-256 instead.
+// not match, the file is hashed and compared with the recorded digest instead.
 type marker struct {
 	Store  string    `json:"store"`
-	SHA256 string    `json:"sha256"`
+	Digest string    `json:"xxh3"`
 	Size   int64     `json:"size"`
 	Stat   *fileStat `json:"stat,omitempty"`
 }
@@ -62,21 +61,19 @@ func (p *Pusher) markerMatches(f *os.File, name string, size int64) bool {
 	if st := statOf(f); m.Stat != nil && st != nil && *st == *m.Stat {
 		return true
 	}
-	h := sha256.New()
+	h := object.NewHash()
 	n, err := io.Copy(h, f)
 	f.Seek(0, io.SeekStart)
 	if err != nil || n != m.Size {
 		return false
 	}
-	var sum object.Summary
-	copy(sum.SHA256[:], h.Sum(nil))
-	return sum.Hex() == m.SHA256
+	return object.Summary{Digest: object.DigestOf(h)}.Hex() == m.Digest
 }
 
 // writeMarker records f, just archived with sum, as archived. Its identity is recorded only if it
 // is the one seen before f was read (before), so a file changed during the push is hashed again.
 func (p *Pusher) writeMarker(f *os.File, name string, sum object.Summary, before *fileStat) error {
-	m := marker{Store: p.cfg.StoreURL, SHA256: sum.Hex(), Size: sum.RawSize}
+	m := marker{Store: p.cfg.StoreURL, Digest: sum.Hex(), Size: sum.RawSize}
 	if after := statOf(f); before != nil && after != nil && *before == *after {
 		m.Stat = after
 	}

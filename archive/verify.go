@@ -78,7 +78,7 @@ func verifyOne(ctx context.Context, st storage.Store, key string, ids []age.Iden
 	}
 	r.Raw = sum.RawSize
 	if want, ok := object.SummaryFromMetadata(info.Metadata); ok && want != sum {
-		r.Err = fmt.Errorf("%w: content sha256 %s, metadata says %s", object.ErrCorrupt, sum.Hex(), want.Hex())
+		r.Err = fmt.Errorf("%w: content xxh3 %s, metadata says %s", object.ErrCorrupt, sum.Hex(), want.Hex())
 		return r
 	}
 	if k := walfile.Classify(name); k == walfile.Segment || k == walfile.Partial {

@@ -119,11 +119,11 @@ func TestEncryption(t *testing.T) {
 
 // agePayloadMiddle returns the offset of a byte in the middle of the age payload of an encrypted
 // frame: past the 8-byte frame header, the age header (which ends with its "---" MAC line) and
-// the 16-byte stream nonce, and before the 52-byte frame trailer. A flip there damages only
+// the 16-byte stream nonce, and before the 36-byte frame trailer. A flip there damages only
 // ciphertext, which must then fail to authenticate.
 func agePayloadMiddle(t *testing.T, frame []byte) int {
 	t.Helper()
-	const frameHeader, nonce, trailer = 8, 16, 52
+	const frameHeader, nonce, trailer = 8, 16, 36
 	if len(frame) < frameHeader || frame[6]&0x01 == 0 || !bytes.HasPrefix(frame[frameHeader:], []byte("age-encryption.org/v1\n")) {
 		t.Fatalf("stored object is not an encrypted frame (%d bytes)", len(frame))
 	}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -20,6 +19,8 @@ import (
 	"github.com/walship/walship/layout"
 	"github.com/walship/walship/storage"
 	"github.com/walship/walship/testenv"
+
+	"github.com/zeebo/xxh3"
 )
 
 // archivedCluster runs a primary that archives a few segments through walship and returns it
@@ -189,9 +190,9 @@ func TestObjectLockBucket(t *testing.T) {
 	conflict := func(what, name string, stored, local []byte) {
 		t.Helper()
 		code, out := push(name, local)
-		a, l := sha256.Sum256(stored), sha256.Sum256(local)
+		a, l := xxh3.Hash128(stored).Bytes(), xxh3.Hash128(local).Bytes()
 		if code != 1 || !strings.Contains(out, hex.EncodeToString(a[:])) || !strings.Contains(out, hex.EncodeToString(l[:])) {
-			t.Errorf("%s: different content under archived %s: exit %d, %q; want 1 naming archived sha256 %x and local %x",
+			t.Errorf("%s: different content under archived %s: exit %d, %q; want 1 naming archived xxh3 %x and local %x",
 				what, name, code, out, a, l)
 		}
 		if got := fetched(name); !bytes.Equal(got, stored) {

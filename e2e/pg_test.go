@@ -290,7 +290,7 @@ func duplicateAndForeign(t *testing.T, tg target) {
 	data[20000] ^= 0xff
 	os.WriteFile(copyPath, data, 0o600)
 	code, out := run(t, tg, work, "wal-push", "--spool-dir", t.TempDir(), "pg_wal/"+name)
-	if code != 1 || !strings.Contains(out, "archived sha256") || strings.Count(strings.TrimSpace(out), "\n") > 0 {
+	if code != 1 || !strings.Contains(out, "archived xxh3") || strings.Count(strings.TrimSpace(out), "\n") > 0 {
 		t.Fatalf("different content: exit %d, output %q; want 1 and one line naming both checksums", code, out)
 	}
 

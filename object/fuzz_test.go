@@ -75,13 +75,13 @@ func checkDecode(t *testing.T, b []byte, ids []age.Identity) {
 // FuzzSummaryFromMetadata parses object metadata as a store returns it (any bytes another tool
 // or a damaged sidecar may hold): what it accepts must be a summary Metadata writes back the same.
 func FuzzSummaryFromMetadata(f *testing.F) {
-	good := Summary{RawSize: 16 << 20, SHA256: [32]byte{1, 2, 3}}.Metadata()
-	f.Add(good[MetaSHA256], good[MetaRawSize])
+	good := Summary{RawSize: 16 << 20, Digest: Digest{1, 2, 3}}.Metadata()
+	f.Add(good[MetaDigest], good[MetaRawSize])
 	f.Add("", "")
-	f.Add(good[MetaSHA256][:10], "-1")
-	f.Add(good[MetaSHA256], "+16777216")
+	f.Add(good[MetaDigest][:10], "-1")
+	f.Add(good[MetaDigest], "+16777216")
 	f.Fuzz(func(t *testing.T, sha, size string) {
-		s, ok := SummaryFromMetadata(map[string]string{MetaSHA256: sha, MetaRawSize: size})
+		s, ok := SummaryFromMetadata(map[string]string{MetaDigest: sha, MetaRawSize: size})
 		if !ok {
 			return
 		}

@@ -1,5 +1,5 @@
 // Package object is the frame every stored object uses: a header naming the codec, the compressed
-// payload, and a trailer with the raw length and SHA-256 of the raw bytes. It encodes and decodes
+// payload, and a trailer with the raw length and XXH3-128 digest of the raw bytes. It encodes and decodes
 // as streams in constant memory, and the decoder refuses anything that does not verify.
 //
 // Layout (all integers big-endian):
@@ -8,21 +8,24 @@
 //	                    check (1: low byte of the CRC-32C of the first 7 bytes)
 //	payload:            the raw bytes compressed with the codec (a zstd, lz4 or gzip stream, or raw);
 //	                    with flag 0x01 that stream is encrypted with age (filippo.io/age)
-//	trailer (52 bytes): raw length (8) | SHA-256 of the raw bytes (32) |
+//	trailer (36 bytes): raw length (8) | XXH3-128 of the raw bytes (16) |
 //	                    CRC-32C of the payload (4) |
 //	                    CRC-32C of the header and the three fields above (4) | "WEND"
 //
-// The SHA-256 proves the raw bytes; the payload CRC makes every damaged byte of the stored object
+// The digest proves the raw bytes; the payload CRC makes every damaged byte of the stored object
 // detectable, even one the decompressor would ignore (a padding bit of an entropy-coded block).
+// XXH3-128 (github.com/zeebo/xxh3) guards against damage, the threat of an archive, at 25 GB/s
+// on one core where SHA-256 gives 1.8 GB/s: 10 ms of CPU per 16 MiB segment saved on every push
+// and every fetch. Tampering is for encryption to answer: age authenticates every chunk.
+// Version 1 frames (SHA-256) were written by pre-release builds only and are refused.
 //
 // The codec lives in the header, not in the key, so a fetch is one GET whatever the codec was.
-// The raw SHA-256 is also returned as object metadata (see Summary.Metadata) so that a second push
+// The raw digest is also returned as object metadata (see Summary.Metadata) so that a second push
 // of the same name can be compared without downloading.
 package object
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -33,6 +36,7 @@ import (
 	"strconv"
 
 	"filippo.io/age"
+	"github.com/zeebo/xxh3"
 )
 
 // ErrCorrupt is returned for any object that fails to decode or verify: bad magic, unknown codec,
@@ -47,16 +51,22 @@ var ErrKey = errors.New("cannot decrypt object")
 const flagAge = 0x01
 
 const (
-	version     = 1
+	version     = 2
 	headerSize  = 8
-	trailerSize = 52
-	magic       = "WSHP"
-	endMagic    = "WEND"
+	digestSize  = 16
+	trailerSize = 8 + digestSize + 4 + 4 + 4
+	// offsets in the trailer
+	tDigest  = 8
+	tPayCRC  = tDigest + digestSize
+	tCRC     = tPayCRC + 4
+	tEnd     = tCRC + 4
+	magic    = "WSHP"
+	endMagic = "WEND"
 )
 
 // Metadata keys written by Summary.Metadata.
 const (
-	MetaSHA256  = "sha256"
+	MetaDigest  = "xxh3"
 	MetaRawSize = "rawsize"
 )
 
@@ -65,28 +75,37 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Summary describes the raw bytes a frame holds.
 type Summary struct {
 	RawSize int64
-	SHA256  [32]byte
+	Digest  Digest
 }
 
-// Hex returns the raw SHA-256 in hexadecimal.
-func (s Summary) Hex() string { return hex.EncodeToString(s.SHA256[:]) }
+// Digest is the XXH3-128 of raw bytes, big-endian.
+type Digest [digestSize]byte
+
+// NewHash returns the hash a Digest is made with; Sum(nil) is the Digest's bytes.
+func NewHash() hash.Hash { return xxh3.New128() }
+
+// DigestOf returns the Digest of a hash made by NewHash.
+func DigestOf(h hash.Hash) Digest { return Digest(h.Sum(nil)) }
+
+// Hex returns the raw digest in hexadecimal.
+func (s Summary) Hex() string { return hex.EncodeToString(s.Digest[:]) }
 
 // Metadata returns the per-object metadata to store alongside the frame.
 func (s Summary) Metadata() map[string]string {
-	return map[string]string{MetaSHA256: s.Hex(), MetaRawSize: strconv.FormatInt(s.RawSize, 10)}
+	return map[string]string{MetaDigest: s.Hex(), MetaRawSize: strconv.FormatInt(s.RawSize, 10)}
 }
 
 // SummaryFromMetadata reads back what Metadata wrote; ok is false when it is absent or malformed.
 func SummaryFromMetadata(meta map[string]string) (s Summary, ok bool) {
-	b, err := hex.DecodeString(meta[MetaSHA256])
-	if err != nil || len(b) != 32 {
+	b, err := hex.DecodeString(meta[MetaDigest])
+	if err != nil || len(b) != digestSize {
 		return Summary{}, false
 	}
 	n, err := strconv.ParseInt(meta[MetaRawSize], 10, 64)
 	if err != nil || n < 0 {
 		return Summary{}, false
 	}
-	copy(s.SHA256[:], b)
+	copy(s.Digest[:], b)
 	s.RawSize = n
 	return s, true
 }
@@ -98,7 +117,7 @@ type Writer struct {
 	enc    io.WriteCloser // the age stream, when encrypting
 	header [headerSize]byte
 	comp   io.WriteCloser
-	sha    hash.Hash
+	digest hash.Hash
 	n      int64
 	closed bool
 	err    error
@@ -110,7 +129,7 @@ func NewWriter(dst io.Writer, o Options) (*Writer, error) {
 	if !ok {
 		return nil, fmt.Errorf("object: unknown codec %d", o.Codec)
 	}
-	w := &Writer{dst: dst, sha: sha256.New()}
+	w := &Writer{dst: dst, digest: NewHash()}
 	copy(w.header[:], magic)
 	w.header[4] = version
 	w.header[5] = byte(o.Codec)
@@ -147,7 +166,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, errors.New("object: write after close")
 	}
 	n, err := w.comp.Write(p)
-	w.sha.Write(p[:n])
+	w.digest.Write(p[:n])
 	w.n += int64(n)
 	if err != nil {
 		w.err = err
@@ -196,9 +215,7 @@ func (w *Writer) Close() error {
 			return err
 		}
 	}
-	var sum [32]byte
-	copy(sum[:], w.sha.Sum(nil))
-	_, w.err = w.dst.Write(trailer(w.header, w.n, sum, w.crcw.crc))
+	_, w.err = w.dst.Write(trailer(w.header, w.n, DigestOf(w.digest), w.crcw.crc))
 	return w.err
 }
 
@@ -214,25 +231,20 @@ func (c *crcWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Summary returns the length and SHA-256 of the raw bytes written so far; complete after Close.
-func (w *Writer) Summary() Summary {
-	var s Summary
-	s.RawSize = w.n
-	copy(s.SHA256[:], w.sha.Sum(nil))
-	return s
-}
+// Summary returns the length and digest of the raw bytes written so far; complete after Close.
+func (w *Writer) Summary() Summary { return Summary{RawSize: w.n, Digest: DigestOf(w.digest)} }
 
 // headerCheck lets a reader trust the header (codec, flags) before it reaches the trailer.
 func headerCheck(h [headerSize]byte) byte { return byte(crc32.Checksum(h[:7], castagnoli)) }
 
-func trailer(header [headerSize]byte, n int64, sum [32]byte, payloadCRC uint32) []byte {
+func trailer(header [headerSize]byte, n int64, sum Digest, payloadCRC uint32) []byte {
 	t := make([]byte, trailerSize)
 	binary.BigEndian.PutUint64(t, uint64(n))
-	copy(t[8:40], sum[:])
-	binary.BigEndian.PutUint32(t[40:44], payloadCRC)
-	crc := crc32.Update(crc32.Checksum(header[:], castagnoli), castagnoli, t[:44])
-	binary.BigEndian.PutUint32(t[44:48], crc)
-	copy(t[48:], endMagic)
+	copy(t[tDigest:tPayCRC], sum[:])
+	binary.BigEndian.PutUint32(t[tPayCRC:tCRC], payloadCRC)
+	crc := crc32.Update(crc32.Checksum(header[:], castagnoli), castagnoli, t[:tCRC])
+	binary.BigEndian.PutUint32(t[tCRC:tEnd], crc)
+	copy(t[tEnd:], endMagic)
 	return t
 }
 
@@ -251,7 +263,7 @@ func Encode(dst io.Writer, src io.Reader, o Options) (Summary, error) {
 	return w.Summary(), nil
 }
 
-// Reader decompresses a frame. Its last Read returns io.EOF only after the raw length and SHA-256
+// Reader decompresses a frame. Its last Read returns io.EOF only after the raw length and digest
 // matched the trailer; any mismatch or damage returns an error wrapping ErrCorrupt instead. Bytes
 // returned before that are unverified: write them somewhere temporary and commit only on io.EOF.
 type Reader struct {
@@ -259,7 +271,7 @@ type Reader struct {
 	header  [headerSize]byte
 	decomp  io.Reader
 	release func()
-	sha     hash.Hash
+	digest  hash.Hash
 	n       int64
 	err     error
 	sum     Summary
@@ -272,7 +284,7 @@ func NewReader(src io.Reader) (*Reader, error) { return NewReaderWith(src, nil) 
 // key file may hold old and new keys across a rotation). A missing or wrong key fails here,
 // before any byte is returned.
 func NewReaderWith(src io.Reader, ids []age.Identity) (*Reader, error) {
-	r := &Reader{tail: newTailReader(src), sha: sha256.New()}
+	r := &Reader{tail: newTailReader(src), digest: NewHash()}
 	if _, err := io.ReadFull(r.tail, r.header[:]); err != nil {
 		return nil, corrupt("header: %v", err)
 	}
@@ -281,6 +293,9 @@ func NewReaderWith(src io.Reader, ids []age.Identity) (*Reader, error) {
 	}
 	if r.header[7] != headerCheck(r.header) {
 		return nil, corrupt("header damaged")
+	}
+	if r.header[4] == 1 {
+		return nil, corrupt("frame version 1 (a pre-release format, with SHA-256 digests) is not read by this walship")
 	}
 	if r.header[4] != version {
 		return nil, corrupt("unsupported frame version %d", r.header[4])
@@ -326,7 +341,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	n, err := r.decomp.Read(p)
-	r.sha.Write(p[:n])
+	r.digest.Write(p[:n])
 	r.n += int64(n)
 	switch {
 	case err == nil:
@@ -359,11 +374,10 @@ func (r *Reader) finish() error {
 	if err != nil {
 		return err
 	}
-	var sum [32]byte
-	copy(sum[:], r.sha.Sum(nil))
-	stored := binary.BigEndian.Uint32(t[40:44])
-	want := trailer(r.header, int64(binary.BigEndian.Uint64(t)), [32]byte(t[8:40]), stored)
-	if !bytes.Equal(t[44:48], want[44:48]) {
+	sum := DigestOf(r.digest)
+	stored := binary.BigEndian.Uint32(t[tPayCRC:tCRC])
+	want := trailer(r.header, int64(binary.BigEndian.Uint64(t)), Digest(t[tDigest:tPayCRC]), stored)
+	if !bytes.Equal(t[tCRC:tEnd], want[tCRC:tEnd]) {
 		return corrupt("trailer damaged")
 	}
 	if stored != r.tail.crc {
@@ -372,14 +386,14 @@ func (r *Reader) finish() error {
 	if n := int64(binary.BigEndian.Uint64(t)); n != r.n {
 		return corrupt("length %d, trailer says %d", r.n, n)
 	}
-	if !bytes.Equal(t[8:40], sum[:]) {
-		return corrupt("sha256 %x, trailer says %x", sum, t[8:40])
+	if !bytes.Equal(t[tDigest:tPayCRC], sum[:]) {
+		return corrupt("xxh3 %x, trailer says %x", sum, t[tDigest:tPayCRC])
 	}
-	r.sum = Summary{RawSize: r.n, SHA256: sum}
+	r.sum = Summary{RawSize: r.n, Digest: sum}
 	return io.EOF
 }
 
-// Summary returns the verified length and SHA-256; valid once Read has returned io.EOF.
+// Summary returns the verified length and digest; valid once Read has returned io.EOF.
 func (r *Reader) Summary() Summary { return r.sum }
 
 // Close releases the decompressor early, when the caller stops before io.EOF.
@@ -493,7 +507,7 @@ func (t *tailReader) trailer() ([]byte, error) {
 		return nil, corrupt("truncated: no complete trailer")
 	}
 	tr := t.buf[t.start:t.end]
-	if string(tr[48:]) != endMagic {
+	if string(tr[tEnd:]) != endMagic {
 		return nil, corrupt("truncated or damaged trailer")
 	}
 	return tr, nil

@@ -2,12 +2,14 @@ package object
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
+
+	"github.com/zeebo/xxh3"
 )
 
 // walLike returns n bytes shaped like PostgreSQL WAL: 8 KiB pages with headers, records with
@@ -56,7 +58,7 @@ func encode(t testing.TB, data []byte, o Options) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.RawSize != int64(len(data)) || sum.SHA256 != sha256.Sum256(data) {
+	if sum.RawSize != int64(len(data)) || sum.Digest != Digest(xxh3.Hash128(data).Bytes()) {
 		t.Fatalf("encode summary wrong")
 	}
 	return buf.Bytes()
@@ -72,7 +74,7 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s %d: decode: %v", c, n, err)
 			}
-			if !bytes.Equal(out.Bytes(), data) || sum.RawSize != int64(n) || sum.SHA256 != sha256.Sum256(data) {
+			if !bytes.Equal(out.Bytes(), data) || sum.RawSize != int64(n) || sum.Digest != Digest(xxh3.Hash128(data).Bytes()) {
 				t.Fatalf("%s %d: round trip differs", c, n)
 			}
 			if n == 16<<20 {
@@ -191,7 +193,7 @@ func TestMetadataRoundTrip(t *testing.T) {
 	if !ok || got != sum {
 		t.Fatalf("metadata round trip: got %+v %v, want %+v", got, ok, sum)
 	}
-	for _, bad := range []map[string]string{nil, {"sha256": "zz", "rawsize": "1"}, {"sha256": sum.Hex(), "rawsize": "-1"}} {
+	for _, bad := range []map[string]string{nil, {"xxh3": "zz", "rawsize": "1"}, {"xxh3": sum.Hex(), "rawsize": "-1"}, {"sha256": sum.Hex(), "rawsize": "1"}} {
 		if _, ok := SummaryFromMetadata(bad); ok {
 			t.Errorf("malformed metadata %v accepted", bad)
 		}
@@ -227,4 +229,20 @@ func TestConstantMemory(t *testing.T) {
 		t.Fatalf("heap reached %d MiB while streaming 256 MiB; want constant memory", peak>>20)
 	}
 	t.Logf("peak heap %d MiB while streaming 256 MiB", peak>>20)
+}
+
+// TestVersion1Refused checks that a frame of the pre-release format (SHA-256 digests) is refused
+// as corrupt, with the version named, rather than misread with the new trailer layout.
+func TestVersion1Refused(t *testing.T) {
+	var frame bytes.Buffer
+	if _, err := Encode(&frame, strings.NewReader("segment"), Options{Codec: Zstd}); err != nil {
+		t.Fatal(err)
+	}
+	b := frame.Bytes()
+	b[4] = 1
+	b[7] = headerCheck([headerSize]byte(b[:headerSize]))
+	_, err := Decode(io.Discard, bytes.NewReader(b))
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "frame version 1") {
+		t.Fatalf("a version 1 frame: %v, want a corrupt-object error naming version 1", err)
+	}
 }

@@ -59,9 +59,9 @@ func (f *Fetcher) fromSpool(name, dest string, hist history) (bool, error) {
 }
 
 // A spooled file is the decoded content, verified in full by the prefetcher against the frame's
-// length and SHA-256 (and the object's metadata), followed by a trailer: spoolMagic, the CRC-32C
+// length and digest (and the object's metadata), followed by a trailer: spoolMagic, the CRC-32C
 // of the content and its length. Serving it then costs one CRC pass and a rename while
-// PostgreSQL's replay waits, instead of a decompression, a SHA-256 and a copy of 16 MiB. The CRC
+// PostgreSQL's replay waits, instead of a GET, a decompression and a copy of 16 MiB. The CRC
 // catches a file torn by a crash or damaged on disk, so the spool needs no fsync: anything that
 // does not check out is fetched from storage again.
 const (
@@ -408,7 +408,7 @@ func writeSpooled(r io.Reader, meta map[string]string, ids []age.Identity, final
 	sum, err := fr.CopyTo(io.MultiWriter(tmp, crc))
 	if err == nil {
 		if want, ok := object.SummaryFromMetadata(meta); ok && want != sum {
-			err = fmt.Errorf("%w: content sha256 %s, object metadata says %s", object.ErrCorrupt, sum.Hex(), want.Hex())
+			err = fmt.Errorf("%w: content xxh3 %s, object metadata says %s", object.ErrCorrupt, sum.Hex(), want.Hex())
 		}
 	}
 	if err == nil {

@@ -206,7 +206,7 @@ func writeVerified(r io.Reader, name, dest string, meta map[string]string, ids [
 		return fail(err)
 	}
 	if want, ok := object.SummaryFromMetadata(meta); ok && want != sum {
-		return fail(fmt.Errorf("%w: content sha256 %s, object metadata says %s", object.ErrCorrupt, sum.Hex(), want.Hex()))
+		return fail(fmt.Errorf("%w: content xxh3 %s, object metadata says %s", object.ErrCorrupt, sum.Hex(), want.Hex()))
 	}
 	var hdr *walfile.PageHeader
 	if k := walfile.Classify(name); k == walfile.Segment || k == walfile.Partial {
