@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/gzip"
@@ -94,26 +93,26 @@ func (nopWriteCloser) Close() error { return nil }
 // demand gigabytes. Every encoder stays within it (see zstdWriter).
 const zstdMaxWindow = 8 << 20
 
-// zstd decoders are costly to build and hold sizeable buffers, so they are pooled; a long-lived
-// process (stream, daemon) reuses them. Frames are decoded by klauspost/compress whichever
+// zstd decoders are costly to build and hold sizeable buffers, so they are kept in a freeList; a
+// long-lived process (prefetcher, stream, daemon) reuses them. Frames are decoded by klauspost/compress whichever
 // encoder wrote them: on WAL it decodes as fast as libzstd (1.0 against 1.1 GB/s on one core).
-var zstdDecoders sync.Pool
+var zstdDecoders = make(freeList[*zstd.Decoder], keptCodecs)
+
+func newZstdDecoder() (*zstd.Decoder, error) {
+	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
+}
 
 // zstdReader bounds the window a frame may ask for (zstdMaxWindow).
 func zstdReader(r io.Reader) (io.Reader, func(), error) {
-	dec, _ := zstdDecoders.Get().(*zstd.Decoder)
-	if dec == nil {
-		var err error
-		dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
-		if err != nil {
-			return nil, nil, err
-		}
-	}
-	if err := dec.Reset(r); err != nil {
-		zstdDecoders.Put(dec)
+	dec, err := zstdDecoders.get(newZstdDecoder)
+	if err != nil {
 		return nil, nil, err
 	}
-	return dec, func() { dec.Reset(nil); zstdDecoders.Put(dec) }, nil
+	if err := dec.Reset(r); err != nil {
+		zstdDecoders.put(dec)
+		return nil, nil, err
+	}
+	return dec, func() { dec.Reset(nil); zstdDecoders.put(dec) }, nil
 }
 
 func lz4Writer(w io.Writer, level int) (io.WriteCloser, error) {

@@ -176,7 +176,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 
 // ReadFrom compresses everything r yields; io.Copy uses it.
 func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
-	buf := make([]byte, 256<<10)
+	buf, _ := copyBufs.get(newCopyBuf)
+	defer copyBufs.put(buf)
 	var total int64
 	for {
 		n, err := r.Read(buf)
@@ -428,7 +429,8 @@ func DecodeWith(dst io.Writer, src io.Reader, ids []age.Identity) (Summary, erro
 // CopyTo writes the rest of the verified raw bytes to dst and closes the reader.
 func (r *Reader) CopyTo(dst io.Writer) (Summary, error) {
 	defer r.Close()
-	buf := make([]byte, 256<<10)
+	buf, _ := copyBufs.get(newCopyBuf)
+	defer copyBufs.put(buf)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {

@@ -5,7 +5,6 @@ package object
 import (
 	"errors"
 	"io"
-	"sync"
 
 	ddzstd "github.com/DataDog/zstd"
 )
@@ -32,17 +31,19 @@ const ZstdEncoder = "libzstd"
 // itself, well within zstdMaxWindow at every level.
 const zstdChunk = 2 << 20
 
-// zstdChunker holds a compression context and the buffers of one chunk; pooled, so a long-lived
-// process reuses them.
+// zstdChunker holds a compression context and the buffers of one chunk; kept in a freeList, so
+// a long-lived process reuses them.
 type zstdChunker struct {
 	ctx ddzstd.Ctx
 	in  []byte
 	out []byte
 }
 
-var zstdChunkers = sync.Pool{New: func() any {
-	return &zstdChunker{ctx: ddzstd.NewCtx(), in: make([]byte, 0, zstdChunk), out: make([]byte, ddzstd.CompressBound(zstdChunk))}
-}}
+var zstdChunkers = make(freeList[*zstdChunker], keptCodecs)
+
+func newZstdChunker() (*zstdChunker, error) {
+	return &zstdChunker{ctx: ddzstd.NewCtx(), in: make([]byte, 0, zstdChunk), out: make([]byte, ddzstd.CompressBound(zstdChunk))}, nil
+}
 
 type zstdChunkWriter struct {
 	w      io.Writer
@@ -53,7 +54,7 @@ type zstdChunkWriter struct {
 }
 
 func zstdWriter(w io.Writer, level int) (io.WriteCloser, error) {
-	c := zstdChunkers.Get().(*zstdChunker)
+	c, _ := zstdChunkers.get(newZstdChunker)
 	c.in = c.in[:0]
 	return &zstdChunkWriter{w: w, level: min(max(level, 1), ddzstd.BestCompression), c: c}, nil
 }
@@ -89,7 +90,7 @@ func (z *zstdChunkWriter) flush() error {
 }
 
 // Close writes the last frame (an empty one when nothing was written, so the payload is always a
-// valid zstd stream) and returns the buffers to the pool.
+// valid zstd stream) and returns the buffers to the free list.
 func (z *zstdChunkWriter) Close() error {
 	if z.c == nil {
 		return z.err
@@ -97,7 +98,7 @@ func (z *zstdChunkWriter) Close() error {
 	if z.err == nil && (len(z.c.in) > 0 || z.frames == 0) {
 		z.flush()
 	}
-	zstdChunkers.Put(z.c)
+	zstdChunkers.put(z.c)
 	z.c = nil
 	err := z.err
 	if err == nil {
