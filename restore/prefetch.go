@@ -294,12 +294,14 @@ const (
 	followIdle = 3 * time.Second
 )
 
-// Follow is Prefetch, and then, with depth > 0, stays to keep the spool filled: once wal-fetch
-// (whose last request is in positionFile) has moved half of depth past the segments downloaded
-// so far, it downloads the segments up to depth ahead of it, and so on until wal-fetch stops
-// asking for followIdle, asks for another timeline, or the archive ends (a miss). One process then
-// serves a whole recovery, instead of one started for each half spool with its own storage set-up
-// and connections. names are consecutive segments of segSize bytes.
+// Follow is Prefetch, and then, with depth > 0, stays to keep the spool filled: as wal-fetch
+// (whose last request is in positionFile) moves on, it keeps the segments up to depth ahead of
+// it downloaded or downloading, prefetchers at a time, starting the next one as soon as a download
+// ends and there is room, until wal-fetch stops asking for followIdle, asks for another timeline,
+// or the archive ends (a miss). One process then serves a whole recovery, instead of one started
+// for each half spool with its own storage set-up and connections, and replay does not wait at
+// the end of each batch for the slowest download of it. names are consecutive segments of
+// segSize bytes.
 func Follow(ctx context.Context, st storage.Store, spoolDir string, names []string, ids []age.Identity, depth int, segSize uint32) error {
 	dir := filepath.Join(spoolDir, "prefetch")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -310,40 +312,96 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 		return err // nil when another prefetcher is at work
 	}
 	defer unlock()
-	missed, err := prefetchAll(ctx, st, dir, names, ids)
-	if err != nil || missed || depth <= 0 || len(names) == 0 {
+	if depth <= 0 || len(names) == 0 {
+		_, err := prefetchAll(ctx, st, dir, names, ids)
 		return err
 	}
 	tli, last, err := walfile.ParseSegment(names[len(names)-1], segSize)
 	if err != nil {
 		return err
 	}
+	w := startWorkers(ctx, st, dir, ids)
+	for _, n := range names {
+		if !w.feed(n) {
+			return w.wait()
+		}
+	}
 	pos, moved := uint64(0), time.Now()
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !w.stopped() {
 		b, _ := os.ReadFile(filepath.Join(dir, positionFile))
 		t, p, err := walfile.ParseSegment(string(b), segSize)
 		switch {
 		case err == nil && t != tli:
-			return nil // another timeline: the next call starts a prefetcher for it
+			return w.wait() // another timeline: the next call starts a prefetcher for it
 		case err == nil && p != pos:
 			pos, moved = p, time.Now()
 		case time.Since(moved) > followIdle:
-			return nil
+			return w.wait()
 		}
-		if end := pos + uint64(depth); end > last && end-last >= uint64(depth+1)/2 {
-			var batch []string
-			for s := max(last, pos) + 1; s <= end; s++ {
-				batch = append(batch, walfile.SegmentName(tli, s, segSize))
-			}
-			last = end
-			if missed, err := prefetchAll(ctx, st, dir, batch, ids); err != nil || missed {
-				return err
-			}
+		if pos+uint64(depth) > last {
+			last = max(last, pos) + 1
+			w.feed(walfile.SegmentName(tli, last, segSize))
 			continue
 		}
 		time.Sleep(followPoll)
 	}
+	if err := w.wait(); err != nil {
+		return err
+	}
 	return ctx.Err()
+}
+
+// workers are a following prefetcher's downloads: prefetchers goroutines, each holding a
+// decoder, taking names from jobs. The first miss or error stops the feeding; downloads already
+// under way finish.
+type workers struct {
+	jobs chan string
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	stop bool
+	errs []error
+}
+
+func startWorkers(ctx context.Context, st storage.Store, dir string, ids []age.Identity) *workers {
+	w := &workers{jobs: make(chan string)}
+	for range prefetchers {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			for name := range w.jobs {
+				missed, err := prefetchOne(ctx, st, dir, name, ids)
+				if missed || err != nil {
+					w.mu.Lock()
+					w.stop = true
+					w.errs = append(w.errs, err)
+					w.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return w
+}
+
+// feed hands name to the next free worker, waiting for one; false once stopped.
+func (w *workers) feed(name string) bool {
+	if w.stopped() {
+		return false
+	}
+	w.jobs <- name
+	return true
+}
+
+func (w *workers) stopped() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stop
+}
+
+// wait ends the feeding, waits for the downloads under way and returns their errors.
+func (w *workers) wait() error {
+	close(w.jobs)
+	w.wg.Wait()
+	return errors.Join(w.errs...)
 }
 
 // prefetchAll downloads names (segments only) into dir, prefetchers at a time; missed reports
@@ -383,29 +441,36 @@ func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []
 	if err != nil {
 		return false, err
 	}
-	rc, info, err := st.Get(ctx, key)
-	if errors.Is(err, storage.ErrNotExist) {
-		return true, touch(filepath.Join(dir, name+missSuffix))
-	}
+	// The temp file is made before the request: it tells a wal-fetch call that asks for name
+	// meanwhile to wait for this download (awaitInFlight) rather than make its own.
+	tmp, err := os.CreateTemp(dir, "."+name+"-*")
 	if err != nil {
+		return false, err
+	}
+	rc, info, err := st.Get(ctx, key)
+	if err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		if errors.Is(err, storage.ErrNotExist) {
+			return true, touch(filepath.Join(dir, name+missSuffix))
+		}
 		return false, err
 	}
 	defer rc.Close()
 	os.Remove(filepath.Join(dir, name+missSuffix))
-	return false, writeSpooled(rc, info.Metadata, ids, final)
+	return false, writeSpooled(tmp, rc, info.Metadata, ids, final)
 }
 
-// writeSpooled decodes and verifies a stored object into the spool file final (see spoolMagic).
-func writeSpooled(r io.Reader, meta map[string]string, ids []age.Identity, final string) error {
+// writeSpooled decodes and verifies a stored object into tmp, and renames it to the spool file
+// final (see spoolMagic) once it verified; otherwise tmp is removed.
+func writeSpooled(tmp *os.File, r io.Reader, meta map[string]string, ids []age.Identity, final string) error {
 	fr, err := object.NewReaderWith(r, ids)
 	if err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
 		return err
 	}
 	defer fr.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(final), "."+filepath.Base(final)+"-*")
-	if err != nil {
-		return err
-	}
 	crc := crc32.New(castagnoli)
 	sum, err := fr.CopyTo(io.MultiWriter(tmp, crc))
 	if err == nil {
