@@ -94,16 +94,18 @@ func (nopWriteCloser) Close() error { return nil }
 const zstdMaxWindow = 8 << 20
 
 // zstd decoders are costly to build and hold sizeable buffers, so they are kept in a freeList; a
-// long-lived process (prefetcher, stream, daemon) reuses them. Frames are decoded by klauspost/compress whichever
-// encoder wrote them: on WAL it decodes as fast as libzstd (1.0 against 1.1 GB/s on one core).
+// long-lived process (prefetcher, stream, daemon) reuses them. klauspost/compress decodes every
+// frame in a build without cgo, and in a cgo build the frames zstdFrames does not take (see
+// zstd_cgo.go).
 var zstdDecoders = make(freeList[*zstd.Decoder], keptCodecs)
 
 func newZstdDecoder() (*zstd.Decoder, error) {
 	return zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 }
 
-// zstdReader bounds the window a frame may ask for (zstdMaxWindow).
-func zstdReader(r io.Reader) (io.Reader, func(), error) {
+// zstdStreamReader decodes with klauspost/compress, bounding the window a frame may ask for
+// (zstdMaxWindow).
+func zstdStreamReader(r io.Reader) (io.Reader, func(), error) {
 	dec, err := zstdDecoders.get(newZstdDecoder)
 	if err != nil {
 		return nil, nil, err

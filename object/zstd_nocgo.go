@@ -13,6 +13,9 @@ import (
 // cgo is off (see zstd_cgo.go for the faster libzstd build).
 const ZstdEncoder = "klauspost/compress"
 
+// zstdReader decodes with klauspost/compress.
+func zstdReader(r io.Reader) (io.Reader, func(), error) { return zstdStreamReader(r) }
+
 // zstd encoders are costly to build and hold sizeable buffers, so they are kept per level in a
 // freeList; a long-lived process (pusher, stream, daemon) reuses them.
 var zstdEncoders sync.Map // zstd.EncoderLevel -> freeList[*zstd.Encoder]
