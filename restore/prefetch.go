@@ -471,6 +471,7 @@ func writeSpooled(tmp *os.File, r io.Reader, meta map[string]string, ids []age.I
 		return err
 	}
 	defer fr.Close()
+	preallocate(tmp, meta, int64(spoolTrailer))
 	crc := crc32.New(castagnoli)
 	sum, err := fr.CopyTo(io.MultiWriter(tmp, crc))
 	if err == nil {

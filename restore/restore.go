@@ -201,6 +201,7 @@ func writeVerified(r io.Reader, name, dest string, meta map[string]string, ids [
 		os.Remove(tmp.Name())
 		return nil, err
 	}
+	preallocate(tmp, meta, 0)
 	sum, err := fr.CopyTo(tmp)
 	if err != nil {
 		return fail(err)
