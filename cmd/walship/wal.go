@@ -307,6 +307,7 @@ func runWalPrefetch(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "walship wal-prefetch: needs --spool-dir and at least one name\n")
 		return exitUsage
 	}
+	lowerPriority(prefetchNice)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	st, err := open.Open(ctx, c.storage, open.Options{Getenv: e.getenv, Logger: e.log})
