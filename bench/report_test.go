@@ -111,6 +111,10 @@ func (r *report) cpuSource() string {
 	return "measured per run through a cgroup, so detached workers (pgBackRest's async processes, walship's prefetcher) count"
 }
 
+// fetchRatioTarget is the issue's fetch target (2.0 s) over the middle of its pgBackRest sync
+// fetch time (2.4-2.8 s).
+const fetchRatioTarget = 2.0 / 2.6
+
 // verdicts are walship's ratios, with the targets set for this machine in the performance issue.
 func (r *report) verdicts() []string {
 	med := func(phase, tool string, f func(measure) float64) float64 { return r.figure(phase, tool, f).med }
@@ -143,6 +147,11 @@ func (r *report) verdicts() []string {
 	fs, fa := med("fetch", "pgbackrest s3 sync", secs), med("fetch", "pgbackrest s3 async", secs)
 	v = append(v, fmt.Sprintf("fetch of the %d segments from MinIO: walship %.2f s (target ≤ 2.0: %s); pgBackRest sync %.2f s, async %.2f s, barman-cloud %.2f s, cp %.2f s",
 		len(r.c.segments), fw, check(fw <= 2.0), fs, fa, med("fetch", barmanTool.name, secs), med("fetch", cpTool.name, secs)))
+	// The issue set 2.0 s where pgBackRest sync fetched the corpus in 2.4-2.8 s; this machine's
+	// speed differs from run to run (cp's fetch ranged 0.7-4.9 s on one VM), so the same target
+	// as a ratio to the peer measured in this run is given beside it.
+	v = append(v, fmt.Sprintf("fetch as a ratio: walship %.2f× pgBackRest sync (the issue's 2.0 s against its pgBackRest sync's 2.4–2.8 s is ≤ %.2f×: %s), %.2f× pgBackRest async",
+		fw/fs, fetchRatioTarget, check(fw/fs <= fetchRatioTarget), fw/fa))
 	rw, rc := med("recovery", "walship s3", secs), med("recovery", cpTool.name, secs)
 	v = append(v, fmt.Sprintf("recovery from MinIO: walship %.2f s = %.3f× cp from a local directory (target ≤ 1.03: %s); pgBackRest sync %.3f×, async %.3f×, barman-cloud %.3f×",
 		rw, rw/rc, check(rw/rc <= 1.03), med("recovery", "pgbackrest s3 sync", secs)/rc,
