@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/walship/walship/internal/uncached"
 	"github.com/walship/walship/layout"
 	"github.com/walship/walship/object"
 	"github.com/walship/walship/storage"
@@ -308,7 +309,9 @@ func (p *Pusher) checkContent(ctx context.Context, f *os.File, name string, size
 // caches. Uploads, which mostly wait, still overlap freely.
 var compressing = make(chan struct{}, runtime.GOMAXPROCS(0))
 
-// encode compresses the file into memory, or into a temp file in the spool when it is large.
+// encode compresses the file into memory, or into a temp file in the spool when it is large. The
+// file is read once, from its start, without filling the page cache with what it does not hold
+// already (in a backlog, segments written long ago).
 func (p *Pusher) encode(f *os.File, size int64) (io.ReadSeeker, object.Summary, func(), error) {
 	compressing <- struct{}{}
 	defer func() { <-compressing }()
@@ -317,7 +320,9 @@ func (p *Pusher) encode(f *os.File, size int64) (io.ReadSeeker, object.Summary, 
 		// is zeroed whole when its memory is reused, 8 MiB of RSS for each parallel push.
 		var buf bytes.Buffer
 		buf.Grow(int(size/8) + 4096)
-		sum, err := object.Encode(&buf, f, p.cfg.Codec)
+		src := uncached.NewReader(f)
+		defer src.Close()
+		sum, err := object.Encode(&buf, src, p.cfg.Codec)
 		return bytes.NewReader(buf.Bytes()), sum, func() {}, err
 	}
 	if err := os.MkdirAll(p.cfg.SpoolDir, 0o700); err != nil {
@@ -328,7 +333,9 @@ func (p *Pusher) encode(f *os.File, size int64) (io.ReadSeeker, object.Summary, 
 		return nil, object.Summary{}, nil, err
 	}
 	cleanup := func() { tmp.Close(); os.Remove(tmp.Name()) }
-	sum, err := object.Encode(tmp, f, p.cfg.Codec)
+	src := uncached.NewReader(f)
+	defer src.Close()
+	sum, err := object.Encode(tmp, src, p.cfg.Codec)
 	if err != nil {
 		cleanup()
 		return nil, object.Summary{}, nil, err

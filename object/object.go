@@ -33,6 +33,7 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"os"
 	"strconv"
 
 	"filippo.io/age"
@@ -174,8 +175,15 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// ReadFrom compresses everything r yields; io.Copy uses it.
+// ReadFrom compresses everything r yields; io.Copy uses it. A reader with its own buffers (an
+// io.WriterTo, such as uncached.Reader's read-ahead) writes them in directly, as io.Copy would
+// let it; any other is read through a kept copy buffer.
 func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	if wt, ok := r.(io.WriterTo); ok {
+		if _, isFile := r.(*os.File); !isFile { // os.File's WriteTo is a generic copy back into ReadFrom
+			return wt.WriteTo(w)
+		}
+	}
 	buf, _ := copyBufs.get(newCopyBuf)
 	defer copyBufs.put(buf)
 	var total int64

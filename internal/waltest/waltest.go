@@ -62,8 +62,11 @@ func WriteControl(t testing.TB, dataDir string, sysid uint64) {
 // WALDir makes DATADIR/pg_wal/archive_status and DATADIR/global/pg_control (for SystemID),
 // changes into DATADIR for the rest of the test and returns "pg_wal": PostgreSQL runs archive and
 // restore commands in the data directory with %p relative to it, and walship refuses an absolute %p.
-func WALDir(t testing.TB) string {
-	data := filepath.Join(t.TempDir(), "data")
+func WALDir(t testing.TB) string { return WALDirIn(t, t.TempDir()) }
+
+// WALDirIn is WALDir with DATADIR in base.
+func WALDirIn(t testing.TB, base string) string {
+	data := filepath.Join(base, "data")
 	if err := os.MkdirAll(filepath.Join(data, "pg_wal", "archive_status"), 0o755); err != nil {
 		t.Fatal(err)
 	}
