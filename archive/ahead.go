@@ -32,21 +32,22 @@ const aheadLifetime = 10 * time.Minute
 
 func (p *Pusher) claimDir() string { return filepath.Join(p.cfg.SpoolDir, "pushing") }
 
-// claim takes name's claim. With wait it polls until the claim is free (the pusher is done with
+// claim takes name's claim. With wait it waits until the claim is free (the pusher is done with
 // the file), claimWait passes or ctx ends; without, it gives up at once. ok reports whether the
 // claim is held; release is always safe to call.
 func (p *Pusher) claim(ctx context.Context, name string, wait bool) (release func(), ok bool) {
 	if err := os.MkdirAll(p.claimDir(), 0o700); err != nil {
 		return func() {}, false
 	}
-	deadline := time.Now().Add(claimWait)
-	for {
-		unlock, ok, err := flock.TryLock(filepath.Join(p.claimDir(), name))
-		if ok || err != nil || !wait || time.Now().After(deadline) || ctx.Err() != nil {
-			return unlock, ok
-		}
-		time.Sleep(2 * time.Millisecond)
+	path := filepath.Join(p.claimDir(), name)
+	if !wait {
+		unlock, ok, _ := flock.TryLock(path)
+		return unlock, ok
 	}
+	ctx, cancel := context.WithTimeout(ctx, claimWait)
+	defer cancel()
+	unlock, ok, _ := flock.Lock(ctx, path)
+	return unlock, ok
 }
 
 // aheadRunning reports whether a pusher holds the spool's pusher lock.

@@ -3,8 +3,10 @@
 package flock
 
 import (
+	"context"
 	"errors"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -23,6 +25,62 @@ func TryLock(path string) (unlock func(), ok bool, err error) {
 		return func() {}, false, err
 	}
 	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, true, nil
+}
+
+// Lock takes an exclusive lock on path, creating it, and waits for a holder to release it until
+// ctx ends; ok is false when ctx ended first. The wait is one blocking flock(2), woken by the
+// release itself, not a poll. A wait given up goes on in the background and releases the lock at
+// once if it takes it later, so an abandoned wait never holds the lock.
+func Lock(ctx context.Context, path string) (unlock func(), ok bool, err error) {
+	if unlock, ok, err := TryLock(path); ok || err != nil {
+		return unlock, ok, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return func() {}, false, err
+	}
+	var mu sync.Mutex
+	abandoned := false
+	done := make(chan error, 1)
+	go func() {
+		err := flockEINTR(f, syscall.LOCK_EX)
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			f.Close() // releases the lock, if taken
+			return
+		}
+		done <- err
+	}()
+	var werr error
+	select {
+	case werr = <-done:
+	case <-ctx.Done():
+		mu.Lock()
+		select {
+		case werr = <-done: // taken as ctx ended
+			mu.Unlock()
+		default:
+			abandoned = true
+			mu.Unlock()
+			return func() {}, false, nil
+		}
+	}
+	if werr != nil {
+		f.Close()
+		return func() {}, false, werr
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, true, nil
+}
+
+// flockEINTR is flock(2), retried when a signal (the Go runtime's own, for preemption)
+// interrupts the wait.
+func flockEINTR(f *os.File, how int) error {
+	for {
+		if err := syscall.Flock(int(f.Fd()), how); !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
 }
 
 // Held reports whether a process holds the lock on path; a missing file is no lock.
