@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -34,6 +35,7 @@ type MariaDB struct {
 
 	args    []string
 	logPath string
+	tmpDir  string
 	proc    *process
 }
 
@@ -47,10 +49,18 @@ func StartMariaDB(t testing.TB, o MariaDBOptions) *MariaDB {
 	dir := ownedDir(t, "mysql", "walship-mariadb-")
 	m := &MariaDB{DataDir: filepath.Join(dir, "data"), SocketDir: dir, Socket: filepath.Join(dir, "mariadb.sock"),
 		args: o.Args, logPath: filepath.Join(dir, "mariadb.log")}
+	// Temporary tables go to the instance's own directory: in the shared /tmp, a bootstrap's
+	// "#sql-temptable-*" files were seen removed under it while other tests' servers started
+	// ("Could not remove temporary table ... Unknown table 'mysql.tmp_user_sys'").
+	m.tmpDir = filepath.Join(dir, "tmp")
+	if err := os.Mkdir(m.tmpDir, 0o700); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	chownTo(t, "mysql", m.tmpDir)
 	// --no-defaults everywhere: /etc/mysql would otherwise point every program at the system
 	// instance's socket and data directory.
 	runOut(t, asUser(t, "mysql", mariadbInstallDB, "--no-defaults", "--datadir="+m.DataDir,
-		"--auth-root-authentication-method=normal", "--skip-test-db"))
+		"--tmpdir="+m.tmpDir, "--auth-root-authentication-method=normal", "--skip-test-db"))
 	m.Start(t)
 	return m
 }
@@ -69,7 +79,7 @@ func (m *MariaDB) Start(t testing.TB) {
 		}
 		first = false
 		args := append([]string{mariadbd, "--no-defaults",
-			"--datadir=" + m.DataDir, "--socket=" + m.Socket, "--port=" + strconv.Itoa(m.Port),
+			"--datadir=" + m.DataDir, "--tmpdir=" + m.tmpDir, "--socket=" + m.Socket, "--port=" + strconv.Itoa(m.Port),
 			"--bind-address=127.0.0.1", "--pid-file=" + filepath.Join(m.SocketDir, "mariadb.pid"),
 			"--skip-name-resolve", "--log-bin=" + filepath.Join(m.DataDir, "binlog"),
 			"--server-id=1", "--binlog-format=ROW"}, m.args...)
