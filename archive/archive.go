@@ -315,13 +315,13 @@ var compressing = make(chan struct{}, runtime.GOMAXPROCS(0))
 func (p *Pusher) encode(f *os.File, size int64) (io.ReadSeeker, object.Summary, func(), error) {
 	compressing <- struct{}{}
 	defer func() { <-compressing }()
+	src := uncached.NewReader(f)
+	defer src.Close()
 	if size <= memLimit {
 		// Sized for WAL's usual 5-10x ratio: a buffer grown to half the segment "just in case"
 		// is zeroed whole when its memory is reused, 8 MiB of RSS for each parallel push.
 		var buf bytes.Buffer
 		buf.Grow(int(size/8) + 4096)
-		src := uncached.NewReader(f)
-		defer src.Close()
 		sum, err := object.Encode(&buf, src, p.cfg.Codec)
 		return bytes.NewReader(buf.Bytes()), sum, func() {}, err
 	}
@@ -333,8 +333,6 @@ func (p *Pusher) encode(f *os.File, size int64) (io.ReadSeeker, object.Summary, 
 		return nil, object.Summary{}, nil, err
 	}
 	cleanup := func() { tmp.Close(); os.Remove(tmp.Name()) }
-	src := uncached.NewReader(f)
-	defer src.Close()
 	sum, err := object.Encode(tmp, src, p.cfg.Codec)
 	if err != nil {
 		cleanup()

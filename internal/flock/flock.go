@@ -13,18 +13,31 @@ import (
 // TryLock takes an exclusive lock on path, creating it; ok is false when another process holds
 // it. Unlock releases it (and is a no-op when ok is false).
 func TryLock(path string) (unlock func(), ok bool, err error) {
+	f, unlock, ok, err := tryLock(path)
+	if f != nil {
+		f.Close()
+	}
+	return unlock, ok, err
+}
+
+// tryLock is TryLock that, when another process holds the lock, returns the file still open.
+func tryLock(path string) (held *os.File, unlock func(), ok bool, err error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return func() {}, false, err
+		return nil, func() {}, false, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return func() {}, false, nil
+			return f, func() {}, false, nil
 		}
-		return func() {}, false, err
+		f.Close()
+		return nil, func() {}, false, err
 	}
-	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, true, nil
+	return nil, unlockFunc(f), true, nil
+}
+
+func unlockFunc(f *os.File) func() {
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }
 }
 
 // Lock takes an exclusive lock on path, creating it, and waits for a holder to release it until
@@ -32,12 +45,9 @@ func TryLock(path string) (unlock func(), ok bool, err error) {
 // release itself, not a poll. A wait given up goes on in the background and releases the lock at
 // once if it takes it later, so an abandoned wait never holds the lock.
 func Lock(ctx context.Context, path string) (unlock func(), ok bool, err error) {
-	if unlock, ok, err := TryLock(path); ok || err != nil {
+	f, unlock, ok, err := tryLock(path)
+	if f == nil {
 		return unlock, ok, err
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return func() {}, false, err
 	}
 	var mu sync.Mutex
 	abandoned := false
@@ -70,7 +80,7 @@ func Lock(ctx context.Context, path string) (unlock func(), ok bool, err error) 
 		f.Close()
 		return func() {}, false, werr
 	}
-	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, true, nil
+	return unlockFunc(f), true, nil
 }
 
 // flockEINTR is flock(2), retried when a signal (the Go runtime's own, for preemption)

@@ -109,29 +109,13 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// WriteTo writes the rest of the file to w, handing it the read-ahead's buffers directly.
+// WriteTo writes the rest of the file to w, handing it the read-ahead's buffers directly. Without
+// a read-ahead it is io.Copy of Read (through w's ReadFrom, if it has one).
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
-	var total int64
 	if !r.direct {
-		buf := getBuf()
-		defer putBuf(buf)
-		for {
-			n, err := r.Read(buf)
-			if n > 0 {
-				m, werr := w.Write(buf[:n])
-				total += int64(m)
-				if werr != nil {
-					return total, werr
-				}
-			}
-			if err == io.EOF {
-				return total, nil
-			}
-			if err != nil {
-				return total, err
-			}
-		}
+		return io.Copy(w, struct{ io.Reader }{r})
 	}
+	var total int64
 	for {
 		if err := r.fill(); err == io.EOF {
 			return total, nil

@@ -2,6 +2,7 @@ package waltest
 
 import (
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -17,6 +18,9 @@ func DiskTempDir(t testing.TB) string {
 		return dir
 	}
 	dir, err := os.MkdirTemp(".", ".walship-test-")
+	if err == nil {
+		dir, err = filepath.Abs(dir) // tests change directory (WALDirIn)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
