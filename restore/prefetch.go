@@ -24,10 +24,10 @@ import (
 	"github.com/walship/walship/walfile"
 )
 
-// The prefetcher keeps segments in the spool decoded and verified, with a CRC-32C trailer (see
-// spoolMagic), so a torn or damaged spool file is simply fetched again: the spool needs no fsync.
-// Files older than spoolMaxAge are dropped, which bounds what a timeline switch or an abandoned
-// recovery leaves behind.
+// The prefetcher keeps segments in the spool decoded and verified, each beside a small checksum
+// file (see sumSuffix), so a torn or damaged spool file is simply fetched again: the spool needs
+// no fsync. Files older than spoolMaxAge are dropped, which bounds what a timeline switch or an
+// abandoned recovery leaves behind.
 const (
 	spoolMaxAge = 10 * time.Minute
 	missSuffix  = ".missing"
@@ -44,7 +44,7 @@ func (f *Fetcher) fromSpool(name, dest string, hist history) (bool, error) {
 		if !errors.Is(err, fs.ErrNotExist) {
 			f.cfg.Log.Warn("prefetched copy unusable; fetching from storage", "file", name, "err", err.Error())
 		}
-		os.Remove(p)
+		removeSpooled(p)
 		return false, nil
 	}
 	if err := checkTimeline(name, hdr, hist); err != nil {
@@ -58,15 +58,23 @@ func (f *Fetcher) fromSpool(name, dest string, hist history) (bool, error) {
 	return true, nil
 }
 
-// A spooled file is the decoded content, verified in full by the prefetcher against the frame's
-// length and digest (and the object's metadata), followed by a trailer: spoolMagic, the CRC-32C
-// of the content and its length. Serving it then costs one CRC pass and a rename while
+// A spooled file NAME is the decoded content, verified in full by the prefetcher against the
+// frame's length and digest (and the object's metadata); NAME.sum holds spoolMagic, the CRC-32C
+// of the content and its length. Serving it then costs one CRC pass and a hard link while
 // PostgreSQL's replay waits, instead of a GET, a decompression and a copy of 16 MiB. The CRC
 // catches a file torn by a crash or damaged on disk, so the spool needs no fsync: anything that
 // does not check out is fetched from storage again.
+//
+// The served segment stays in the spool (a second name of the file handed to PostgreSQL) until a
+// later one is served: at the end of an archive recovery PostgreSQL asks again for the last
+// segment it replayed, after the next one was missing, and that request is then answered
+// locally instead of with a download. Nothing walship does writes to a spooled file once it is
+// in place; if PostgreSQL writes to its copy (a standby's walreceiver reusing the file), the CRC
+// no longer matches and the segment is fetched from storage.
 const (
-	spoolMagic   = "walshipS"
-	spoolTrailer = len(spoolMagic) + 4 + 8
+	spoolMagic = "walshipS"
+	sumSize    = len(spoolMagic) + 4 + 8
+	sumSuffix  = ".sum"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -74,36 +82,58 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // errSpool says a spooled file is not a complete, intact one.
 var errSpool = errors.New("damaged spool file")
 
-// serveSpooled checks the spooled file p and moves its content to dest, returning the WAL page
+// crcRead returns the CRC-32C of f's first size bytes, read 1 MiB at a time: io.Copy's 32 KiB
+// would take 512 system calls for a 16 MiB segment while PostgreSQL's replay waits.
+func crcRead(f *os.File, size int64) (uint32, error) {
+	crc := crc32.New(castagnoli)
+	_, err := io.CopyBuffer(crc, io.NewSectionReader(f, 0, size), make([]byte, 1<<20))
+	return crc.Sum32(), err
+}
+
+// encodeSum is the content of a spooled file's checksum file.
+func encodeSum(crc uint32, size int64) []byte {
+	b := make([]byte, sumSize)
+	copy(b, spoolMagic)
+	binary.LittleEndian.PutUint32(b[len(spoolMagic):], crc)
+	binary.LittleEndian.PutUint64(b[len(spoolMagic)+4:], uint64(size))
+	return b
+}
+
+// removeSpooled drops the spooled file p and its checksum file.
+func removeSpooled(p string) {
+	os.Remove(p)
+	os.Remove(p + sumSuffix)
+}
+
+// serveSpooled checks the spooled file p against its checksum file and gives dest the same
+// content, as a hard link (a copy where pg_wal is on another filesystem), returning the WAL page
 // header of a segment.
 func serveSpooled(p, name, dest string) (*walfile.PageHeader, error) {
-	sf, err := os.OpenFile(p, os.O_RDWR, 0)
+	sf, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
 	defer sf.Close()
+	sum, err := os.ReadFile(p + sumSuffix)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no checksum file", errSpool)
+	}
+	if err != nil {
+		return nil, err
+	}
 	fi, err := sf.Stat()
 	if err != nil {
 		return nil, err
 	}
-	size := fi.Size() - int64(spoolTrailer)
-	if size < 0 {
-		return nil, fmt.Errorf("%w: %d bytes", errSpool, fi.Size())
+	size := fi.Size()
+	if len(sum) != sumSize || string(sum[:len(spoolMagic)]) != spoolMagic || binary.LittleEndian.Uint64(sum[len(spoolMagic)+4:]) != uint64(size) {
+		return nil, fmt.Errorf("%w: %d bytes, not the length its checksum file gives", errSpool, size)
 	}
-	tr := make([]byte, spoolTrailer)
-	if _, err := sf.ReadAt(tr, size); err != nil {
+	got, err := crcOf(sf, size)
+	if err != nil {
 		return nil, err
 	}
-	if string(tr[:len(spoolMagic)]) != spoolMagic || binary.LittleEndian.Uint64(tr[len(spoolMagic)+4:]) != uint64(size) {
-		return nil, fmt.Errorf("%w: no valid trailer", errSpool)
-	}
-	// 1 MiB reads: io.Copy's 32 KiB would take 512 system calls for a 16 MiB segment, while
-	// PostgreSQL's replay waits.
-	crc := crc32.New(castagnoli)
-	if _, err := io.CopyBuffer(crc, io.NewSectionReader(sf, 0, size), make([]byte, 1<<20)); err != nil {
-		return nil, err
-	}
-	if got, want := crc.Sum32(), binary.LittleEndian.Uint32(tr[len(spoolMagic):]); got != want {
+	if want := binary.LittleEndian.Uint32(sum[len(spoolMagic):]); got != want {
 		return nil, fmt.Errorf("%w: CRC-32C %08x, written as %08x", errSpool, got, want)
 	}
 	var hdr *walfile.PageHeader
@@ -114,29 +144,33 @@ func serveSpooled(p, name, dest string) (*walfile.PageHeader, error) {
 		}
 		hdr = &h
 	}
-	if err := sf.Truncate(size); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(p, dest); err == nil {
+	// A link cannot replace dest, so it is made beside dest and renamed over it.
+	tmp := filepath.Join(filepath.Dir(dest), fmt.Sprintf(".%s.walship-link-%d", filepath.Base(dest), os.Getpid()))
+	os.Remove(tmp)
+	if err := os.Link(p, tmp); err == nil {
+		if err := os.Rename(tmp, dest); err != nil {
+			os.Remove(tmp)
+			return nil, err
+		}
 		return hdr, nil
 	}
-	// pg_wal on another filesystem than the spool: copy beside dest, then rename.
-	tmp, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".walship-*")
+	// pg_wal on another filesystem than the spool (or one without hard links): copy beside
+	// dest, then rename.
+	tf, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".walship-*")
 	if err != nil {
 		return nil, err
 	}
-	_, err = io.Copy(tmp, io.NewSectionReader(sf, 0, size))
-	if cerr := tmp.Close(); err == nil {
+	_, err = io.Copy(tf, io.NewSectionReader(sf, 0, size))
+	if cerr := tf.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), dest)
+		err = os.Rename(tf.Name(), dest)
 	}
 	if err != nil {
-		os.Remove(tmp.Name())
+		os.Remove(tf.Name())
 		return nil, err
 	}
-	os.Remove(p)
 	return hdr, nil
 }
 
@@ -264,13 +298,14 @@ func (f *Fetcher) cleanSpool(dir string, tli uint32, segno uint64, segSize uint3
 	}
 	for _, e := range entries {
 		n := e.Name()
-		base := strings.TrimSuffix(n, missSuffix)
+		base := strings.TrimSuffix(strings.TrimSuffix(n, missSuffix), sumSuffix)
 		info, err := e.Info()
 		if err != nil {
 			continue
 		}
 		t, s, perr := walfile.ParseSegment(base, segSize)
-		stale := perr == nil && t == tli && s <= segno
+		// The segment just served stays: PostgreSQL may ask for it again (see sumSuffix).
+		stale := perr == nil && t == tli && s < segno
 		if stale || time.Since(info.ModTime()) > spoolMaxAge {
 			os.Remove(filepath.Join(dir, n))
 		}
@@ -462,7 +497,7 @@ func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []
 }
 
 // writeSpooled decodes and verifies a stored object into tmp, and renames it to the spool file
-// final (see spoolMagic) once it verified; otherwise tmp is removed.
+// final, beside its checksum file (see sumSuffix), once it verified; otherwise tmp is removed.
 func writeSpooled(tmp *os.File, r io.Reader, meta map[string]string, ids []age.Identity, final string) error {
 	fr, err := object.NewReaderWith(r, ids)
 	if err != nil {
@@ -471,7 +506,7 @@ func writeSpooled(tmp *os.File, r io.Reader, meta map[string]string, ids []age.I
 		return err
 	}
 	defer fr.Close()
-	preallocate(tmp, meta, int64(spoolTrailer))
+	preallocate(tmp, meta, 0)
 	crc := crc32.New(castagnoli)
 	sum, err := fr.CopyTo(io.MultiWriter(tmp, crc))
 	if err == nil {
@@ -479,15 +514,12 @@ func writeSpooled(tmp *os.File, r io.Reader, meta map[string]string, ids []age.I
 			err = fmt.Errorf("%w: content xxh3 %s, object metadata says %s", object.ErrCorrupt, sum.Hex(), want.Hex())
 		}
 	}
-	if err == nil {
-		tr := make([]byte, spoolTrailer)
-		copy(tr, spoolMagic)
-		binary.LittleEndian.PutUint32(tr[len(spoolMagic):], crc.Sum32())
-		binary.LittleEndian.PutUint64(tr[len(spoolMagic)+4:], uint64(sum.RawSize))
-		_, err = tmp.Write(tr)
-	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
+	}
+	// The checksum file first: the content's name appearing is what a waiting call looks for.
+	if err == nil {
+		err = os.WriteFile(final+sumSuffix, encodeSum(crc.Sum32(), sum.RawSize), 0o600)
 	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), final)

@@ -239,11 +239,29 @@ func TestPrefetchSpool(t *testing.T) {
 	if err := af.Fetch(context.Background(), miss, dest); !errors.Is(err, restore.ErrNotFound) {
 		t.Errorf("archive recovery probe: got %v", err)
 	}
+	// At the end of recovery PostgreSQL asks again for the last segment it replayed: the spool
+	// still holds it and answers without a request.
+	last := walfile.SegmentName(1, 6, seg)
+	if err := f.Fetch(context.Background(), last, dest); err != nil {
+		t.Fatalf("%s again: %v", last, err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[last]) || gets != 1 {
+		t.Errorf("%s asked again: content equal %v, %d storage reads in all, want 1", last, bytes.Equal(got, orig[last]), gets)
+	}
 	entries, _ := os.ReadDir(filepath.Join(spool, "prefetch"))
 	for _, e := range entries {
-		if walfile.Classify(e.Name()) == walfile.Segment {
-			t.Errorf("spool still holds %s after it was served", e.Name())
+		if n := strings.TrimSuffix(e.Name(), ".sum"); walfile.Classify(n) == walfile.Segment && n != last {
+			t.Errorf("spool still holds %s after a later segment was served", e.Name())
 		}
+	}
+	// The spooled copy and PostgreSQL's are one file. Should PostgreSQL write to its copy (a
+	// walreceiver reusing it), the spool's no longer matches its checksum and storage is asked.
+	flipByte(t, dest, 4096)
+	if err := f.Fetch(context.Background(), last, dest); err != nil {
+		t.Fatalf("%s after PostgreSQL wrote to it: %v", last, err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[last]) || gets != 2 {
+		t.Errorf("%s after PostgreSQL wrote to it: content equal %v, %d storage reads in all, want 2", last, bytes.Equal(got, orig[last]), gets)
 	}
 }
 
@@ -452,17 +470,15 @@ func TestPrefetchRefillsInBatches(t *testing.T) {
 }
 
 // TestSpooledCopyChecked damages prefetched copies the way a crash or a bad disk would (a flipped
-// byte in the content, a torn tail, a trailer lost): each is refused and the segment fetched from
+// byte in the content, a torn tail, its checksum file lost or damaged): each is refused and the segment fetched from
 // storage instead, byte for byte; an intact copy is served without a request.
 func TestSpooledCopyChecked(t *testing.T) {
 	damage := map[string]func(p string){
-		"intact":  func(string) {},
-		"flipped": func(p string) { flipByte(t, p, 12345) },
-		"torn":    func(p string) { fi, _ := os.Stat(p); os.Truncate(p, fi.Size()-1000) },
-		"no trailer": func(p string) {
-			fi, _ := os.Stat(p)
-			os.Truncate(p, fi.Size()-20)
-		},
+		"intact":                func(string) {},
+		"flipped":               func(p string) { flipByte(t, p, 12345) },
+		"torn":                  func(p string) { fi, _ := os.Stat(p); os.Truncate(p, fi.Size()-1000) },
+		"no checksum file":      func(p string) { os.Remove(p + ".sum") },
+		"checksum file damaged": func(p string) { flipByte(t, p+".sum", 9) },
 	}
 	for what, hurt := range damage {
 		t.Run(what, func(t *testing.T) {
