@@ -165,6 +165,15 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		return fmt.Errorf("fetch %s: %w", name, err)
 	}
 	f.forgetMiss(name)
+	// The prefetcher is started before this call decodes its own segment, with the segment size
+	// the object's metadata declares (a whole segment's length), so its set-up and first
+	// download overlap this one: replay often asks for the next segment moments after the first.
+	// A wrong size only names segments that are not asked for; the header decides below.
+	early := uint32(0)
+	if s, ok := object.SummaryFromMetadata(info.Metadata); ok && kind == walfile.Segment && s.RawSize == int64(uint32(s.RawSize)) && walfile.ValidSegSize(uint32(s.RawSize)) {
+		early = uint32(s.RawSize)
+		f.prefetchAfter(name, early)
+	}
 	hdr, err := writeVerified(rc, name, dest, info.Metadata, f.cfg.Identities)
 	rc.Close()
 	if err != nil {
@@ -175,7 +184,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		return err
 	}
 	f.cfg.Log.Debug("restored", "file", name, "ms", time.Since(start).Milliseconds())
-	if kind == walfile.Segment && hdr != nil {
+	if kind == walfile.Segment && hdr != nil && hdr.SegSize != early {
 		f.prefetchAfter(name, hdr.SegSize)
 	}
 	return nil
