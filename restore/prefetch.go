@@ -238,7 +238,8 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 		return
 	}
 	dir := f.prefetchDir()
-	f.cleanSpool(dir, tli, segno, segSize)
+	// The segment just served stays: PostgreSQL may ask for it again (see sumSuffix).
+	cleanSpool(dir, tli, segno, segSize)
 	// A following prefetcher (Follow) keeps its window ahead of this.
 	os.WriteFile(filepath.Join(dir, positionFile), []byte(name), 0o600)
 	var want []string
@@ -291,7 +292,9 @@ func awaitInFlight(dir, name string) {
 // prefetcherRunning reports whether a prefetcher holds the spool's lock (see Prefetch).
 func prefetcherRunning(dir string) bool { return flock.Held(filepath.Join(dir, ".lock")) }
 
-func (f *Fetcher) cleanSpool(dir string, tli uint32, segno uint64, segSize uint32) {
+// cleanSpool drops the spool files (segments, their checksum files, misses) of timeline tli
+// before segment below, and any older than spoolMaxAge.
+func cleanSpool(dir string, tli uint32, below uint64, segSize uint32) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
@@ -304,8 +307,7 @@ func (f *Fetcher) cleanSpool(dir string, tli uint32, segno uint64, segSize uint3
 			continue
 		}
 		t, s, perr := walfile.ParseSegment(base, segSize)
-		// The segment just served stays: PostgreSQL may ask for it again (see sumSuffix).
-		stale := perr == nil && t == tli && s < segno
+		stale := perr == nil && t == tli && s < below
 		if stale || time.Since(info.ModTime()) > spoolMaxAge {
 			os.Remove(filepath.Join(dir, n))
 		}
@@ -346,6 +348,7 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 	if err != nil || !ok {
 		return err // nil when another prefetcher is at work
 	}
+	unlock = sync.OnceFunc(unlock)
 	defer unlock()
 	if depth <= 0 || len(names) == 0 {
 		_, err := prefetchAll(ctx, st, dir, names, ids)
@@ -355,29 +358,42 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 	if err != nil {
 		return err
 	}
+	// The archive ends (a miss): the lock goes to whichever prefetcher a later call starts, and
+	// this one stays only to drop the served segments once the calls stop.
+	ended := func() error {
+		unlock()
+		settle(ctx, dir, tli, segSize)
+		return ctx.Err()
+	}
 	// The first segment alone: replay asks for it next, and downloaded beside the others it
 	// shared the cores with them and came last (a wal-fetch call at the start of a recovery
 	// waited 80-116 ms for it).
-	if missed, err := prefetchOne(ctx, st, dir, names[0], ids); missed || err != nil {
+	if missed, err := prefetchOne(ctx, st, dir, names[0], ids); err != nil {
 		return err
+	} else if missed {
+		return ended()
 	}
 	w := startWorkers(ctx, st, dir, ids)
 	for _, n := range names[1:] {
 		if !w.feed(n) {
-			return w.wait()
+			break
 		}
 	}
-	pos, moved := uint64(0), time.Now()
+	pos, seen, moved := uint64(0), false, time.Now()
 	for ctx.Err() == nil && !w.stopped() {
 		b, _ := os.ReadFile(filepath.Join(dir, positionFile))
 		t, p, err := walfile.ParseSegment(string(b), segSize)
 		switch {
 		case err == nil && t != tli:
 			return w.wait() // another timeline: the next call starts a prefetcher for it
-		case err == nil && p != pos:
-			pos, moved = p, time.Now()
+		case err == nil && (p != pos || !seen):
+			pos, seen, moved = p, true, time.Now()
 		case time.Since(moved) > followIdle:
-			return w.wait()
+			err := w.wait()
+			if seen {
+				cleanSpool(dir, tli, pos+1, segSize) // the calls have stopped: see settle
+			}
+			return err
 		}
 		if pos+uint64(depth) > last {
 			last = max(last, pos) + 1
@@ -386,10 +402,41 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 		}
 		time.Sleep(followPoll)
 	}
-	if err := w.wait(); err != nil {
-		return err
+	if err := w.wait(); err != nil || ctx.Err() != nil {
+		return errors.Join(err, ctx.Err())
 	}
-	return ctx.Err()
+	return ended()
+}
+
+// settleMax bounds how long a prefetcher whose archive ended waits for the calls to stop.
+const settleMax = time.Minute
+
+// settle waits until wal-fetch's calls have stopped (its position unchanged for followIdle; at
+// most settleMax), then drops the segments of timeline tli served so far from the spool: they
+// are PostgreSQL's files in pg_wal by then, and the spool kept the last one only for
+// PostgreSQL's repeated request for it at the end of a recovery (see sumSuffix), which comes
+// moments after the miss that ended the archive. Without this the last segment's second name
+// would stay in the spool, 16 MiB that pg_basebackup copies, until the next recovery.
+func settle(ctx context.Context, dir string, tli uint32, segSize uint32) {
+	deadline := time.Now().Add(settleMax)
+	last, moved := "", time.Now()
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		b, _ := os.ReadFile(filepath.Join(dir, positionFile))
+		if string(b) != last {
+			last, moved = string(b), time.Now()
+		}
+		t, pos, err := walfile.ParseSegment(last, segSize)
+		if err == nil && t != tli {
+			return
+		}
+		if time.Since(moved) >= followIdle {
+			if err == nil {
+				cleanSpool(dir, tli, pos+1, segSize)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // workers are a following prefetcher's downloads: prefetchers goroutines, each holding a

@@ -519,7 +519,8 @@ func flipByte(t *testing.T, path string, off int64) {
 
 // TestFollowServesWholeRecovery: one following prefetcher keeps the spool ahead of a whole
 // recovery (40 segments with 8 prefetched) instead of one started per half spool, every segment
-// served byte for byte, and it exits on its own once the archive ends.
+// served byte for byte, and it exits on its own once the archive ends, leaving no served segment
+// in the spool.
 func TestFollowServesWholeRecovery(t *testing.T) {
 	st, orig := archived(t, 1, 40)
 	counted := &getCounter{Store: st, keys: map[string]int{}}
@@ -540,14 +541,18 @@ func TestFollowServesWholeRecovery(t *testing.T) {
 				t.Errorf("follow: %v", err)
 			}
 		}()
-		// Return once the follower holds the spool's lock (or is done). The real starter returns
-		// before the new process has taken it; a call in that window starts a second prefetcher,
-		// which finds the lock taken and exits at once (no download: counted below). Without this
-		// wait that benign race, not the following, decided the starts counted here.
+		// Return once the follower holds the spool's lock (or is done, or has had 100 ms: one
+		// that finds the archive ended holds it a moment and then waits for the calls to stop,
+		// see restore.settle). The real starter returns before the new process has taken it; a
+		// call in that window starts a second prefetcher, which finds the lock taken and exits at
+		// once (no download: counted below). Without this wait that benign race, not the
+		// following, decided the starts counted here.
 		lock := filepath.Join(spool, "prefetch", ".lock")
-		for !flock.Held(lock) {
+		for give := time.After(100 * time.Millisecond); !flock.Held(lock); {
 			select {
 			case <-done:
+				return nil
+			case <-give:
 				return nil
 			case <-time.After(time.Millisecond):
 			}
@@ -558,12 +563,33 @@ func TestFollowServesWholeRecovery(t *testing.T) {
 	dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
 	for i := uint64(1); i <= 40; i++ {
 		name := walfile.SegmentName(1, i, seg)
+		if i == 40 {
+			// Replay gives the prefetcher time; this loop does not, so the last segment, whose
+			// second request is checked below, is waited for.
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if _, err := os.Stat(filepath.Join(spool, "prefetch", name)); err == nil {
+					break
+				}
+			}
+		}
 		if err := f.Fetch(context.Background(), name, dest); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[name]) {
 			t.Fatalf("%s: content differs", name)
 		}
+	}
+	// PostgreSQL's second request for the last segment, after the miss that ends the archive,
+	// is served from the spool.
+	last := walfile.SegmentName(1, 40, seg)
+	again := fetcher(t, &storage.Faulty{Store: st, Before: func(context.Context, string, string) error {
+		return errors.New("storage must not be asked")
+	}}, restore.Config{SpoolDir: spool})
+	if err := again.Fetch(context.Background(), last, dest); err != nil {
+		t.Fatalf("%s asked again: %v", last, err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[last]) {
+		t.Fatalf("%s asked again: content differs", last)
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -572,11 +598,17 @@ func TestFollowServesWholeRecovery(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the following prefetcher did not exit after the archive ended")
 	}
+	// Once the calls stopped, the served segments left the spool, the last one too.
+	entries, _ := os.ReadDir(filepath.Join(spool, "prefetch"))
+	for _, e := range entries {
+		if n := strings.TrimSuffix(e.Name(), ".sum"); walfile.Classify(n) == walfile.Segment && n <= last {
+			t.Errorf("spool still holds %s after the recovery", e.Name())
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	// One process served the archive: any later start looks past its end (a miss outside
 	// standby mode is not trusted, so each call there probes again).
-	last := walfile.SegmentName(1, 40, seg)
 	for i, names := range starts[1:] {
 		if names[0] <= last {
 			t.Errorf("prefetcher start %d, for %v, within the archive: one follower should serve it all", i+2, names)
