@@ -4,6 +4,8 @@ import (
 	"os"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/walship/walship/object"
 )
 
@@ -27,4 +29,14 @@ func preallocate(f *os.File, meta map[string]string, extra int64) {
 		return
 	}
 	syscall.Fallocate(int(f.Fd()), fallocKeepSize, 0, s.RawSize+extra)
+}
+
+// startWriteback starts writing f's dirty pages to disk without waiting for them. PostgreSQL
+// fsyncs every segment it restores (durable_rename, in the startup process, while replay
+// waits): a 16 MiB segment still dirty in the page cache cost that fsync about 10 ms here, one
+// already written 0.6 ms. The prefetcher works several segments ahead of replay, so a spooled
+// segment's writeback has long finished when PostgreSQL syncs it. Errors are ignored: the
+// writeback is an optimisation, and PostgreSQL's own fsync decides durability.
+func startWriteback(f *os.File) {
+	unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 }
