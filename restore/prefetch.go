@@ -478,7 +478,8 @@ type workers struct {
 	errs []error
 }
 
-// ahead reports whether a name is far enough ahead of replay for its writeback to start at once.
+// startWorkers starts the downloads; ahead reports whether a name is far enough ahead of replay
+// for its writeback to start at once.
 func startWorkers(ctx context.Context, st storage.Store, dir string, ids []age.Identity, ahead func(name string) bool) *workers {
 	w := &workers{jobs: make(chan string)}
 	for range prefetchers {
