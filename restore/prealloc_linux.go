@@ -17,18 +17,18 @@ const (
 	maxPrealloc = 1 << 30
 )
 
-// preallocate reserves the blocks of the raw content the object's metadata declares (plus
-// extra bytes) in f before it is written, so the filesystem allocates them in one go rather
-// than one page at a time as the writes arrive: on ext4, writing a 16 MiB segment into the
-// page cache then costs about a third less CPU. The size is left to the writes (so a short or
+// preallocate reserves the blocks of the raw content the object's metadata declares in f before
+// it is written, so the filesystem allocates them in one go rather than one page at a time as
+// the writes arrive: on ext4, writing a 16 MiB segment into the page cache then costs about a
+// third less CPU. The size is left to the writes (so a short or
 // failed decode leaves nothing that looks complete), and a filesystem without fallocate is
 // simply written as before.
-func preallocate(f *os.File, meta map[string]string, extra int64) {
+func preallocate(f *os.File, meta map[string]string) {
 	s, ok := object.SummaryFromMetadata(meta)
 	if !ok || s.RawSize <= 0 || s.RawSize > maxPrealloc {
 		return
 	}
-	syscall.Fallocate(int(f.Fd()), fallocKeepSize, 0, s.RawSize+extra)
+	syscall.Fallocate(int(f.Fd()), fallocKeepSize, 0, s.RawSize)
 }
 
 // startWriteback starts writing f's dirty pages to disk without waiting for them. PostgreSQL

@@ -590,7 +590,7 @@ func writeSpooled(tmp *os.File, r io.Reader, meta map[string]string, ids []age.I
 		return err
 	}
 	defer fr.Close()
-	preallocate(tmp, meta, 0)
+	preallocate(tmp, meta)
 	crc := crc32.New(castagnoli)
 	sum, err := fr.CopyTo(io.MultiWriter(tmp, crc))
 	if err == nil {

@@ -210,7 +210,7 @@ func writeVerified(r io.Reader, name, dest string, meta map[string]string, ids [
 		os.Remove(tmp.Name())
 		return nil, err
 	}
-	preallocate(tmp, meta, 0)
+	preallocate(tmp, meta)
 	sum, err := fr.CopyTo(tmp)
 	if err != nil {
 		return fail(err)
