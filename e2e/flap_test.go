@@ -39,6 +39,11 @@ func TestArchiveWhileStorageFlaps(t *testing.T) {
 	backup := testenv.PostgresOwnedDir(t)
 	pg.RunAs(t, "pg_basebackup", "-D", backup, "--wal-method=none", "--checkpoint=fast", "--no-sync")
 
+	// One fault that is always felt, whatever the host's speed: with the proxy down, force a
+	// segment switch and wait for that wal-push to retry or fail. The random flapping below may
+	// or may not meet a push, depending on how fast pgbench fills segments here.
+	feltDown := forcePushWhileDown(t, pg, tox, "s3")
+
 	// The watcher reads storage directly, not through the flapping proxy.
 	watch := newAckWatcher(dt.store(t), filepath.Join(pg.DataDir, "pg_wal"))
 	stop, watchStop := make(chan struct{}), make(chan struct{})
@@ -70,6 +75,9 @@ func TestArchiveWhileStorageFlaps(t *testing.T) {
 	if failed+retries == 0 {
 		t.Errorf("the faults had no effect: no archive_command failure and no storage retry in %d calls", archived)
 	}
+	if _, _, err := walfile.ParseSegment(feltDown, 16<<20); err != nil || feltDown > last {
+		t.Errorf("the segment pushed while the proxy was down (%q) is not a segment up to %s", feltDown, last)
+	}
 	missing := missingSince(t, dt.store(t), backup, last)
 	code, out := run(t, dt, t.TempDir(), "verify")
 	if code != 0 {
@@ -96,6 +104,43 @@ func TestArchiveWhileStorageFlaps(t *testing.T) {
 	figures{faults: n, ops: archived + failed, verified: watch.exact, lost: len(missing), wrong: len(watch.wrongAcks),
 		note: fmt.Sprintf("faults %v; %d storage requests retried by walship, %d wal-push calls failed; %d acknowledged files verified only (recycled before comparing); %s; restore exact (%s rows, up to %s)",
 			faults, retries, failed, watch.recycled, strings.TrimSpace(lastLine(out)), rows, last)}.report(t)
+}
+
+// forcePushWhileDown disables the proxy, switches to a new segment so that PostgreSQL calls
+// wal-push for the one just closed, and waits until that push is seen to meet the outage: a
+// "storage retry" in the server log or a failed archive_command. It then re-enables the proxy,
+// waits for the segment to be archived, and returns its name. Nothing else writes meanwhile.
+func forcePushWhileDown(t *testing.T, pg *testenv.Postgres, tox *testenv.Toxiproxy, proxy string) string {
+	t.Helper()
+	_, failedBefore := archiverCounts(t, pg)
+	retriesBefore := strings.Count(pg.Log(), "storage retry")
+	if err := tox.SetEnabled(proxy, false); err != nil {
+		t.Fatalf("toxiproxy: disable %s: %v", proxy, err)
+	}
+	name := pg.Psql(t, "select pg_walfile_name(pg_logical_emit_message(false, 'walship-test', 'down'))")
+	pg.Psql(t, "select pg_switch_wal()")
+	deadline := time.Now().Add(2 * time.Minute)
+	felt := false
+	for !felt && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		_, failed := archiverCounts(t, pg)
+		felt = failed > failedBefore || strings.Count(pg.Log(), "storage retry") > retriesBefore
+	}
+	if err := tox.SetEnabled(proxy, true); err != nil {
+		t.Fatalf("toxiproxy: enable %s: %v", proxy, err)
+	}
+	if !felt {
+		t.Fatalf("with the proxy down for 2 minutes, the push of %s neither retried nor failed; archiver: %s\nlog:\n%s",
+			name, pg.Psql(t, "select * from pg_stat_archiver"), tail(pg.Log(), 30))
+	}
+	for deadline = time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if last := pg.Psql(t, "select coalesce(last_archived_wal, '') from pg_stat_archiver"); len(last) == 24 && last >= name {
+			return name
+		}
+	}
+	t.Fatalf("segment %s, pushed while the proxy was down, not archived within 2 minutes of it coming back; archiver: %s",
+		name, pg.Psql(t, "select * from pg_stat_archiver"))
+	return ""
 }
 
 // flap cycles the proxy every 2 s until stop is closed: down, then up with one random toxic,
