@@ -469,16 +469,23 @@ func TestPrefetchRefillsInBatches(t *testing.T) {
 	}
 }
 
-// TestSpooledCopyChecked damages prefetched copies the way a crash or a bad disk would (a flipped
-// byte in the content, a torn tail, its checksum file lost or damaged): each is refused and the segment fetched from
+// TestSpooledCopyChecked damages prefetched copies the way a crash, a bad disk or another
+// writer would (a flipped byte in the content, one with the file's times set back after it, a
+// torn tail, its checksum file lost or damaged): each is refused and the segment fetched from
 // storage instead, byte for byte; an intact copy is served without a request.
 func TestSpooledCopyChecked(t *testing.T) {
 	damage := map[string]func(p string){
-		"intact":                func(string) {},
-		"flipped":               func(p string) { flipByte(t, p, 12345) },
+		"intact":  func(string) {},
+		"flipped": func(p string) { flipByte(t, p, 12345) },
+		"flipped, times restored": func(p string) {
+			fi, _ := os.Stat(p)
+			flipByte(t, p, 12345)
+			os.Chtimes(p, fi.ModTime(), fi.ModTime())
+		},
 		"torn":                  func(p string) { fi, _ := os.Stat(p); os.Truncate(p, fi.Size()-1000) },
 		"no checksum file":      func(p string) { os.Remove(p + ".sum") },
 		"checksum file damaged": func(p string) { flipByte(t, p+".sum", 9) },
+		"checksum file stamp":   func(p string) { flipByte(t, p+".sum", 40) },
 	}
 	for what, hurt := range damage {
 		t.Run(what, func(t *testing.T) {
@@ -488,6 +495,9 @@ func TestSpooledCopyChecked(t *testing.T) {
 			if err := restore.Prefetch(context.Background(), st, spool, []string{name}, nil); err != nil {
 				t.Fatal(err)
 			}
+			// A later change, as any other writer's would be: a kernel with coarse timestamps
+			// moves a file's change time on once per tick (at most 10 ms).
+			time.Sleep(20 * time.Millisecond)
 			hurt(filepath.Join(spool, "prefetch", name))
 			counted, n := gets(st)
 			dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
