@@ -104,6 +104,12 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 						release() // pushed since the listing
 						continue
 					}
+					// Archived by PostgreSQL's own call since the listing, its marker maybe
+					// already pruned by a later call (see pruneMarkers): no longer ready.
+					if _, err := os.Stat(filepath.Join(walDir, "archive_status", n+".ready")); err != nil {
+						release()
+						continue
+					}
 					err := p.pushOne(ctx, filepath.Join(walDir, n))
 					release()
 					mu.Lock()
