@@ -319,12 +319,17 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 // inFlightWait bounds how long a call waits for a prefetcher's download of the file it asks for.
 const inFlightWait = 30 * time.Second
 
+// sumGrace is how long after a spool file was written its checksum file may still be missing
+// because the prefetcher is about to write it; an older file without one was left by a
+// prefetcher that died in between, and nothing waits for it.
+const sumGrace = time.Second
+
 // awaitInFlight waits while a running prefetcher is writing name into the spool (its temp file
-// is there, or the file is in place and its checksum file not yet), so that replay catching up
-// with the prefetcher does not download the same segment twice, once in the foreground and once
-// in the background. It returns once the checksum file is in place, the download has ended
-// either way, or inFlightWait has passed; the caller then serves the spooled copy or fetches
-// from storage as usual.
+// is there, or the file has just been put in place and its checksum file not yet), so that
+// replay catching up with the prefetcher does not download the same segment twice, once in the
+// foreground and once in the background. It returns once the checksum file is in place, the
+// download has ended either way, or inFlightWait has passed; the caller then serves the spooled
+// copy or fetches from storage as usual.
 func awaitInFlight(dir, name string) {
 	final := filepath.Join(dir, name)
 	deadline := time.Now().Add(inFlightWait)
@@ -332,9 +337,14 @@ func awaitInFlight(dir, name string) {
 		if _, err := os.Stat(final + sumSuffix); err == nil {
 			return
 		}
-		_, err := os.Stat(final)
 		tmps, _ := filepath.Glob(filepath.Join(dir, "."+name+"-*"))
-		if (err != nil && len(tmps) == 0) || !prefetcherRunning(dir) {
+		if len(tmps) == 0 {
+			fi, err := os.Stat(final)
+			if err != nil || time.Since(fi.ModTime()) > sumGrace {
+				return
+			}
+		}
+		if !prefetcherRunning(dir) {
 			return
 		}
 		time.Sleep(2 * time.Millisecond)

@@ -650,3 +650,41 @@ func (g *getCounter) Get(ctx context.Context, key string) (io.ReadCloser, storag
 	g.mu.Unlock()
 	return g.Store.Get(ctx, key)
 }
+
+// TestOrphanSpoolFileNotAwaited: a spool file without its checksum file, left long ago by a
+// prefetcher that died between the two, is not waited for while another prefetcher runs: the
+// call fetches the segment from storage at once instead of waiting for a checksum file nothing
+// will write.
+func TestOrphanSpoolFileNotAwaited(t *testing.T) {
+	st, orig := archived(t, 1, 2)
+	spool := t.TempDir()
+	name := walfile.SegmentName(1, 2, seg)
+	dir := filepath.Join(spool, "prefetch")
+	os.MkdirAll(dir, 0o700)
+	orphan := filepath.Join(dir, name)
+	if err := os.WriteFile(orphan, orig[name], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Minute)
+	os.Chtimes(orphan, old, old)
+	unlock, ok, err := flock.TryLock(filepath.Join(dir, ".lock")) // a prefetcher at work
+	if err != nil || !ok {
+		t.Fatalf("lock the spool: %v %v", ok, err)
+	}
+	defer unlock()
+	counted, n := gets(st)
+	dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
+	done := make(chan error, 1)
+	go func() { done <- fetcher(t, counted, restore.Config{SpoolDir: spool}).Fetch(context.Background(), name, dest) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second): // a wait for the checksum file lasts 30 s
+		t.Fatal("the call waited for the orphan's checksum file")
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[name]) || *n != 1 {
+		t.Errorf("content equal %v, %d storage reads, want 1", bytes.Equal(got, orig[name]), *n)
+	}
+}
