@@ -675,7 +675,9 @@ func TestOrphanSpoolFileNotAwaited(t *testing.T) {
 	counted, n := gets(st)
 	dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
 	done := make(chan error, 1)
-	go func() { done <- fetcher(t, counted, restore.Config{SpoolDir: spool}).Fetch(context.Background(), name, dest) }()
+	go func() {
+		done <- fetcher(t, counted, restore.Config{SpoolDir: spool}).Fetch(context.Background(), name, dest)
+	}()
 	select {
 	case err := <-done:
 		if err != nil {
