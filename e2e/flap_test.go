@@ -117,8 +117,7 @@ func forcePushWhileDown(t *testing.T, pg *testenv.Postgres, tox *testenv.Toxipro
 	if err := tox.SetEnabled(proxy, false); err != nil {
 		t.Fatalf("toxiproxy: disable %s: %v", proxy, err)
 	}
-	name := pg.Psql(t, "select pg_walfile_name(pg_logical_emit_message(false, 'walship-test', 'down'))")
-	pg.Psql(t, "select pg_switch_wal()")
+	name := switchSegment(t, pg)
 	deadline := time.Now().Add(2 * time.Minute)
 	felt := false
 	for !felt && time.Now().Before(deadline) {
@@ -133,14 +132,8 @@ func forcePushWhileDown(t *testing.T, pg *testenv.Postgres, tox *testenv.Toxipro
 		t.Fatalf("with the proxy down for 2 minutes, the push of %s neither retried nor failed; archiver: %s\nlog:\n%s",
 			name, pg.Psql(t, "select * from pg_stat_archiver"), tail(pg.Log(), 30))
 	}
-	for deadline = time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if last := pg.Psql(t, "select coalesce(last_archived_wal, '') from pg_stat_archiver"); len(last) == 24 && last >= name {
-			return name
-		}
-	}
-	t.Fatalf("segment %s, pushed while the proxy was down, not archived within 2 minutes of it coming back; archiver: %s",
-		name, pg.Psql(t, "select * from pg_stat_archiver"))
-	return ""
+	waitArchived(t, pg, name)
+	return name
 }
 
 // flap cycles the proxy every 2 s until stop is closed: down, then up with one random toxic,

@@ -122,23 +122,39 @@ func restoreConf(extra ...string) []string {
 }
 
 // switchAndWait writes a WAL record, forces a segment switch, and waits until PostgreSQL reports
-// the record's segment archived. The record matters: switching an empty segment is a no-op, and
-// the test would wait for a segment that is never completed.
+// the segment that holds it archived; it returns that segment's name.
 func switchAndWait(t *testing.T, pg *testenv.Postgres) string {
+	t.Helper()
+	name := switchSegment(t, pg)
+	waitArchived(t, pg, name)
+	return name
+}
+
+// switchSegment writes a WAL record and forces a segment switch, so PostgreSQL calls
+// archive_command for the segment that holds the record; it returns that segment's name. The
+// record matters: switching an empty segment is a no-op, and a test would wait for a segment
+// that is never completed.
+func switchSegment(t *testing.T, pg *testenv.Postgres) string {
 	t.Helper()
 	name := pg.Psql(t, "select pg_walfile_name(pg_logical_emit_message(false, 'walship-test', 'switch'))")
 	pg.Psql(t, "select pg_switch_wal()")
+	return name
+}
+
+// waitArchived waits (2 minutes at most) until PostgreSQL reports name, or a later segment,
+// archived.
+func waitArchived(t *testing.T, pg *testenv.Postgres, name string) {
+	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		last := pg.Psql(t, "select coalesce(last_archived_wal, '') from pg_stat_archiver")
 		if last >= name && len(last) == 24 {
-			return name
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("segment %s not archived within 2 minutes; archiver: %s\nlog:\n%s", name,
 		pg.Psql(t, "select * from pg_stat_archiver"), tail(pg.Log(), 30))
-	return ""
 }
 
 func tail(s string, n int) string {
