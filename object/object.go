@@ -350,11 +350,28 @@ func (r *Reader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	n, err := r.decomp.Read(p)
-	r.digest.Write(p[:n])
-	r.n += int64(n)
+	return n, r.took(p[:n], err)
+}
+
+// chunker is a decompressor that hands out its decoded bytes where they lie, sparing CopyTo a
+// copy through its buffer (a memmove of a whole segment: 1.3 ms of a prefetcher's 25 ms).
+type chunker interface {
+	// chunk returns the next decoded bytes, valid until the next call, or errNoChunk when
+	// the rest must be read with Read.
+	chunk() ([]byte, error)
+}
+
+var errNoChunk = errors.New("object: no chunks; use Read")
+
+// took accounts for the decoded bytes b and the decompressor's err, as Read returns them: on
+// the end of the payload it verifies the trailer (io.EOF when it holds), on any error it closes
+// the reader. b must not be used after an error (it may lie in a released buffer).
+func (r *Reader) took(b []byte, err error) error {
+	r.digest.Write(b)
+	r.n += int64(len(b))
 	switch {
 	case err == nil:
-		return n, nil
+		return nil
 	case errors.Is(err, io.EOF):
 		r.err = r.finish()
 	case errors.Is(err, ErrCorrupt):
@@ -367,7 +384,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		}
 	}
 	r.close()
-	return n, r.err
+	return r.err
 }
 
 // finish verifies the trailer once the payload is exhausted.
@@ -437,6 +454,22 @@ func DecodeWith(dst io.Writer, src io.Reader, ids []age.Identity) (Summary, erro
 // CopyTo writes the rest of the verified raw bytes to dst and closes the reader.
 func (r *Reader) CopyTo(dst io.Writer) (Summary, error) {
 	defer r.Close()
+	if c, ok := r.decomp.(chunker); ok && r.err == nil {
+		for {
+			b, err := c.chunk()
+			if errors.Is(err, errNoChunk) {
+				break // the rest through Read, below
+			}
+			if err := r.took(b, err); errors.Is(err, io.EOF) {
+				return r.Summary(), nil
+			} else if err != nil {
+				return Summary{}, err
+			}
+			if _, werr := dst.Write(b); werr != nil {
+				return Summary{}, werr
+			}
+		}
+	}
 	buf, _ := copyBufs.get(newCopyBuf)
 	defer copyBufs.put(buf)
 	for {

@@ -173,6 +173,21 @@ func (z *zstdFrames) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+func (z *zstdFrames) chunk() ([]byte, error) {
+	for len(z.pending) == 0 {
+		if z.rest != nil {
+			return nil, errNoChunk
+		}
+		if z.err != nil {
+			return nil, z.err
+		}
+		z.err = z.next()
+	}
+	b := z.pending
+	z.pending = nil
+	return b, nil
+}
+
 func (z *zstdFrames) release() {
 	if z.restRelease != nil {
 		z.restRelease()

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io"
 	"testing"
 
@@ -89,7 +90,37 @@ func TestZstdFramesDecoded(t *testing.T) {
 		if all != c.libzstd {
 			t.Errorf("%s: decoded by libzstd throughout: %v, want %v", c.name, all, c.libzstd)
 		}
+		// Decode takes libzstd's frames without a copy (chunker), then the rest through Read.
+		var out bytes.Buffer
+		sum, err := Decode(&out, bytes.NewReader(zstdObject(c.payload, c.want)))
+		switch {
+		case err != nil:
+			t.Errorf("%s: Decode: %v", c.name, err)
+		case !bytes.Equal(out.Bytes(), c.want) || sum.RawSize != int64(len(c.want)):
+			t.Errorf("%s: Decode wrote %d bytes (summary %d), want the %d encoded", c.name, out.Len(), sum.RawSize, len(c.want))
+		}
+		// A payload whose decoded bytes differ from the trailer's fails the digest check.
+		if len(c.want) > 0 {
+			bad := bytes.Clone(c.want)
+			bad[len(bad)/2] ^= 1
+			if _, err := Decode(io.Discard, bytes.NewReader(zstdObject(c.payload, bad))); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s: Decode against a wrong digest: %v, want ErrCorrupt", c.name, err)
+			}
+		}
 	}
+}
+
+// zstdObject frames a zstd payload as an object whose trailer vouches for raw.
+func zstdObject(payload, raw []byte) []byte {
+	var h [headerSize]byte
+	copy(h[:], magic)
+	h[4] = version
+	h[5] = byte(Zstd)
+	h[7] = headerCheck(h)
+	d := NewHash()
+	d.Write(raw)
+	t := trailer(h, int64(len(raw)), DigestOf(d), crc32.Checksum(payload, castagnoli))
+	return append(append(h[:], payload...), t...)
 }
 
 // zstdHeader is a frame header with a 4-byte content size and a window descriptor.
