@@ -37,7 +37,7 @@ const zstdChunk = 2 << 20
 // zstdChunker holds a compression context and the buffers of one chunk; kept in a freeList, so
 // a long-lived process reuses them.
 type zstdChunker struct {
-	ctx ddzstd.Ctx
+	ctx *zstdCCtx
 	in  []byte
 	out []byte
 }
@@ -45,7 +45,7 @@ type zstdChunker struct {
 var zstdChunkers = make(freeList[*zstdChunker], keptCodecs)
 
 func newZstdChunker() (*zstdChunker, error) {
-	return &zstdChunker{ctx: ddzstd.NewCtx(), in: make([]byte, 0, zstdChunk), out: make([]byte, ddzstd.CompressBound(zstdChunk))}, nil
+	return &zstdChunker{ctx: newZstdCCtx(), in: make([]byte, 0, zstdChunk), out: make([]byte, ddzstd.CompressBound(zstdChunk))}, nil
 }
 
 type zstdChunkWriter struct {
@@ -82,7 +82,7 @@ func (z *zstdChunkWriter) Write(p []byte) (int, error) {
 
 // flush compresses the buffered chunk into one frame.
 func (z *zstdChunkWriter) flush() error {
-	out, err := z.c.ctx.CompressLevel(z.c.out, z.c.in, z.level)
+	out, err := z.c.ctx.compress(z.c.out, z.c.in, z.level)
 	if err == nil {
 		_, err = z.w.Write(out)
 	}

@@ -169,3 +169,36 @@ func TestZstdFramesBounded(t *testing.T) {
 		t.Errorf("raw-block frame: %d bytes, libzstd %v, %v", len(got), all, err)
 	}
 }
+
+// TestZstdTunedDefault: the default level compresses with walship's tuned parameters (its
+// frames differ from libzstd's level 3 and decode to the same bytes); any other level is
+// libzstd's own, byte for byte, even from a context the default level used just before (every
+// parameter is reset between frames).
+func TestZstdTunedDefault(t *testing.T) {
+	data := walLike(zstdChunk, 5)
+	z := newZstdCCtx()
+	out := make([]byte, ddzstd.CompressBound(len(data)))
+	for _, level := range []int{DefaultLevel, 1, DefaultLevel, 5, 2} {
+		got, err := z.compress(out, data, level)
+		if err != nil {
+			t.Fatalf("level %d: %v", level, err)
+		}
+		plain, err := ddzstd.CompressLevel(nil, data, level)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tuned := !bytes.Equal(got, plain); tuned != (level == DefaultLevel) {
+			t.Errorf("level %d: frame differs from libzstd's own: %v, want %v", level, tuned, level == DefaultLevel)
+		}
+		back, err := ddzstd.Decompress(nil, got)
+		if err != nil || !bytes.Equal(back, data) {
+			t.Errorf("level %d: round trip: %v (%d bytes of %d)", level, err, len(back), len(data))
+		}
+	}
+	if _, err := z.compress(out[:0:0], data, DefaultLevel); err == nil {
+		t.Error("compress into no room: no error")
+	}
+	if _, err := z.compress(out[:10:10], data, DefaultLevel); err == nil {
+		t.Error("compress into 10 bytes: no error")
+	}
+}
