@@ -288,8 +288,13 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 		return
 	}
 	dir := f.prefetchDir()
-	// The segment just served stays: PostgreSQL may ask for it again (see sumSuffix).
-	cleanSpool(dir, tli, segno, segSize)
+	// The segments before the one just served leave the spool (that one stays: PostgreSQL may
+	// ask for it again, see sumSuffix). A following prefetcher does it when it sees the position
+	// move, off the path of the call replay waits for: removing a segment whose last name is the
+	// spool's frees its 4096 cached pages, about 1 ms of a 13 ms call.
+	if !prefetcherRunning(dir) {
+		cleanSpool(dir, tli, segno, segSize)
+	}
 	// A following prefetcher (Follow) keeps its window ahead of this.
 	os.WriteFile(filepath.Join(dir, positionFile), []byte(name), 0o600)
 	var want []string
@@ -471,6 +476,7 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 			}
 			pos, seen, moved = p, true, time.Now()
 			at.Store(p)
+			cleanSpool(dir, tli, p, segSize) // the calls leave it to a follower (see prefetchAfter)
 		case time.Since(moved) > followIdle:
 			err := w.wait()
 			if seen {

@@ -636,6 +636,75 @@ func TestFollowServesWholeRecovery(t *testing.T) {
 	t.Logf("%d prefetcher starts, %d after the first past the archive's end", len(starts), len(starts)-1)
 }
 
+// TestFollowerCleansSpool: while a following prefetcher runs, the calls leave the spool's
+// cleaning to it (off the path replay waits on), and it drops the segments served before the
+// position as the position moves, not only once the calls stop (followIdle, 3 s later).
+func TestFollowerCleansSpool(t *testing.T) {
+	st, _ := archived(t, 1, 12)
+	spool := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	cfg := restore.Config{SpoolDir: spool, Prefetch: 4, StartPrefetch: func(names []string, segSize uint32) error {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			restore.Follow(ctx, st, spool, names, nil, 4, segSize)
+		}()
+		return nil
+	}}
+	f := fetcher(t, st, cfg)
+	dest := filepath.Join(waltest.WALDir(t), "RECOVERYXLOG")
+	waitSpooled := func(name string) {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if _, err := os.Stat(filepath.Join(spool, "prefetch", name+".sum")); err == nil {
+				return
+			}
+		}
+		t.Fatalf("%s never reached the spool", name)
+	}
+	fetch := func(i uint64) {
+		if err := f.Fetch(ctx, walfile.SegmentName(1, i, seg), dest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fetch(1) // from storage; starts the follower for 2-5
+	// Every download at or below 5 is done before the calls move on, so none can land in the
+	// spool after the cleaning below.
+	for i := uint64(2); i <= 5; i++ {
+		waitSpooled(walfile.SegmentName(1, i, seg))
+	}
+	for i := uint64(2); i <= 4; i++ {
+		fetch(i)
+	}
+	pos := walfile.SegmentName(1, 4, seg)
+	var held []string
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if held = spooledBelow(t, spool, pos); len(held) == 0 {
+			break
+		}
+	}
+	if len(held) > 0 {
+		t.Errorf("a second after %s was served, the spool still holds %v", pos, held)
+	}
+	if _, err := os.Stat(filepath.Join(spool, "prefetch", pos)); err != nil {
+		t.Errorf("the segment just served left the spool: %v", err)
+	}
+}
+
+// spooledBelow lists the segments before name (and their checksum files) in the prefetch spool.
+func spooledBelow(t *testing.T, spool, name string) []string {
+	t.Helper()
+	entries, _ := os.ReadDir(filepath.Join(spool, "prefetch"))
+	var held []string
+	for _, e := range entries {
+		if n := strings.TrimSuffix(e.Name(), ".sum"); walfile.Classify(n) == walfile.Segment && n < name {
+			held = append(held, e.Name())
+		}
+	}
+	return held
+}
+
 // getCounter counts GETs per key.
 type getCounter struct {
 	storage.Store
