@@ -72,7 +72,7 @@ func BenchmarkCompare(b *testing.B) {
 
 	for i := 0; i < rounds; i++ {
 		for _, t := range archivers {
-			r.add("archive", t.name, logRun(b, i, "archive", t.name, archiveRun(b, l, t)))
+			r.add("archive", t.name, logRun(i, "archive", t.name, archiveRun(b, l, t)))
 		}
 	}
 	// Each tool's archive for fetching and recovery is filled once by its own push, untimed.
@@ -84,12 +84,12 @@ func BenchmarkCompare(b *testing.B) {
 	}
 	for i := 0; i < rounds; i++ {
 		for _, t := range fetchers {
-			r.add("fetch", t.name, logRun(b, i, "fetch", t.name, fetchRun(b, l, filled[t.name])))
+			r.add("fetch", t.name, logRun(i, "fetch", t.name, fetchRun(b, l, filled[t.name])))
 		}
 	}
 	for i := 0; i < rounds; i++ {
 		for _, t := range recoverers {
-			r.add("recovery", t.name, logRun(b, i, "recovery", t.name, recoveryRun(b, l, filled[t.name])))
+			r.add("recovery", t.name, logRun(i, "recovery", t.name, recoveryRun(b, l, filled[t.name])))
 		}
 	}
 	if !partial {
@@ -194,9 +194,10 @@ func archiveRun(b *testing.B, l *lab, t tool) measure {
 	return m
 }
 
-// logRun logs one run's figures, so an outlier in a median's range can be traced to its round.
-func logRun(b *testing.B, round int, phase, tool string, m measure) measure {
-	b.Logf("round %d, %s, %s: %.2f s, %.1f CPU ms/seg, peak RSS %d MiB", round+1, phase, tool,
+// logRun prints one run's figures as it ends, to follow a long run (on standard error: a
+// benchmark's own log keeps only its first lines).
+func logRun(round int, phase, tool string, m measure) measure {
+	fmt.Fprintf(os.Stderr, "bench: round %d, %s, %s: %.2f s, %.1f CPU ms/seg, peak RSS %d MiB\n", round+1, phase, tool,
 		m.wall.Seconds(), float64(m.cpu.Microseconds())/1000/float64(max(m.segs, 1)), m.maxRSS>>20)
 	return m
 }

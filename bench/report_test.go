@@ -99,7 +99,35 @@ func (r *report) String() string {
 	for _, line := range r.verdicts() {
 		p("- %s", line)
 	}
+	p("")
+	p("## Each run: seconds, round by round")
+	p("")
+	p("Where a median's range is wide, this shows whether one round (often the first of a phase, when")
+	p("the VM hands the host memory back and must fault it in again) or all of them drifted.")
+	p("")
+	p("| phase | tool | %s |", strings.Join(roundHeads(r.rounds), " | "))
+	p("|---|---|%s", strings.Repeat("---|", r.rounds))
+	for _, phase := range []string{"archive", "fetch", "recovery"} {
+		for _, name := range r.order[phase] {
+			cells := make([]string, r.rounds)
+			for i := range cells {
+				cells[i] = "–"
+				if runs := r.results[phase][name]; i < len(runs) {
+					cells[i] = fmt.Sprintf("%.2f", runs[i].wall.Seconds())
+				}
+			}
+			p("| %s | %s | %s |", phase, name, strings.Join(cells, " | "))
+		}
+	}
 	return w.String()
+}
+
+func roundHeads(n int) []string {
+	h := make([]string, n)
+	for i := range h {
+		h[i] = fmt.Sprintf("round %d", i+1)
+	}
+	return h
 }
 
 func (r *report) cpuSource() string {
