@@ -31,4 +31,4 @@ const keptCodecs = 8
 // copyBufs are the buffers ReadFrom and CopyTo move raw bytes through.
 var copyBufs = make(freeList[[]byte], keptCodecs)
 
-func newCopyBuf() ([]byte, error) { return make([]byte, 256<<10), nil }
+func newCopyBuf() ([]byte, error) { return make([]byte, maxWrite), nil }

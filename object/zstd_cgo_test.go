@@ -91,13 +91,15 @@ func TestZstdFramesDecoded(t *testing.T) {
 			t.Errorf("%s: decoded by libzstd throughout: %v, want %v", c.name, all, c.libzstd)
 		}
 		// Decode takes libzstd's frames without a copy (chunker), then the rest through Read.
-		var out bytes.Buffer
+		var out writeSizes
 		sum, err := Decode(&out, bytes.NewReader(zstdObject(c.payload, c.want)))
 		switch {
 		case err != nil:
 			t.Errorf("%s: Decode: %v", c.name, err)
 		case !bytes.Equal(out.Bytes(), c.want) || sum.RawSize != int64(len(c.want)):
 			t.Errorf("%s: Decode wrote %d bytes (summary %d), want the %d encoded", c.name, out.Len(), sum.RawSize, len(c.want))
+		case out.max > maxWrite:
+			t.Errorf("%s: Decode wrote %d bytes at once, more than %d", c.name, out.max, maxWrite)
 		}
 		// A payload whose decoded bytes differ from the trailer's fails the digest check.
 		if len(c.want) > 0 {
@@ -108,6 +110,17 @@ func TestZstdFramesDecoded(t *testing.T) {
 			}
 		}
 	}
+}
+
+// writeSizes is a bytes.Buffer that keeps the largest Write.
+type writeSizes struct {
+	bytes.Buffer
+	max int
+}
+
+func (w *writeSizes) Write(p []byte) (int, error) {
+	w.max = max(w.max, len(p))
+	return w.Buffer.Write(p)
 }
 
 // zstdObject frames a zstd payload as an object whose trailer vouches for raw.
