@@ -362,7 +362,8 @@ func (r *Reader) Read(p []byte) (int, error) {
 const maxWrite = 256 << 10
 
 // chunker is a decompressor that hands out its decoded bytes where they lie, sparing CopyTo a
-// copy through its buffer (a memmove of a whole segment: 1.3 ms of a prefetcher's 25 ms).
+// copy of the whole segment through its buffer (Decode of a corpus segment on one core: 9.0 ms
+// with the copy, 8.5 without).
 type chunker interface {
 	// chunk returns the next decoded bytes, valid until the next call, or errNoChunk when
 	// the rest must be read with Read.
