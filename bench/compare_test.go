@@ -31,9 +31,10 @@ func BenchmarkCompare(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("WALSHIP_BENCH_ROUNDS")); err == nil && v > 0 {
 		rounds = v
 	}
+	dropped := dropMachineAWS(b)
 	c := loadCorpus(b)
 	l := newLab(b, c)
-	r := &report{c: c, rounds: rounds, results: map[string]map[string][]measure{}}
+	r := &report{c: c, rounds: rounds, results: map[string]map[string][]measure{}, dropped: dropped}
 
 	walshipS3 := walshipTool("walship s3", true)
 	pgbrSync := pgbackrestTool("pgbackrest s3 sync", true, false)
@@ -269,7 +270,29 @@ func recoveryRun(b *testing.B, l *lab, a archive) measure {
 	pg.WaitFor(b, "select pg_is_in_recovery()", "f", 20*time.Minute)
 	m := measure{wall: time.Since(start), segs: len(l.c.segments), rawSize: l.c.bytes}
 	pg.Stop(b)
+	keepLogs(b, m, pg.Log(), filepath.Join(spool, "prefetch", "prefetch.log"))
 	return m
+}
+
+// keepLogs copies a recovery's PostgreSQL log (which has what restore_command wrote to standard
+// error) and walship's prefetch log, when there is one, into $WALSHIP_BENCH_LOGS, named by the
+// time the run ended and its seconds, to look into a slow run. WALSHIP_LOG_LEVEL=debug, which
+// walship inherits, makes both logs say what each call did and when.
+func keepLogs(b *testing.B, m measure, pgLog, prefetchLog string) {
+	dir := os.Getenv("WALSHIP_BENCH_LOGS")
+	if dir == "" {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatalf("bench: WALSHIP_BENCH_LOGS: %v", err)
+	}
+	stem := filepath.Join(dir, fmt.Sprintf("%s-%.2fs", time.Now().Format("150405"), m.wall.Seconds()))
+	if err := os.WriteFile(stem+"-postgres.log", []byte(pgLog), 0o644); err != nil {
+		b.Fatalf("bench: WALSHIP_BENCH_LOGS: %v", err)
+	}
+	if pl, err := os.ReadFile(prefetchLog); err == nil {
+		os.WriteFile(stem+"-prefetch.log", pl, 0o644)
+	}
 }
 
 // limit is one physical limit of the machine: a C tool's throughput on the corpus on one core.
@@ -315,6 +338,31 @@ func hostname() string {
 }
 
 // machine describes where the figures were taken.
+// dropMachineAWS removes the machine's AWS_* variables (but AWS_EC2_METADATA_DISABLED, which
+// bench/compare sets) from this process's environment, which every tool and PostgreSQL below it
+// inherit, and returns their names. Each tool is configured for the lab's MinIO on its own
+// command line or environment; a variable of the machine would change what a tool does or what
+// it costs. This one did: a sandbox's AWS_CA_BUNDLE naming the system's whole bundle of 140
+// certificates made the AWS SDK parse them all in every walship process that set up S3, 4-6 ms
+// a call, for a client walship then replaces with its own (ca_file=); pgBackRest and barman-cloud,
+// told their CA file here, never read it.
+func dropMachineAWS(b *testing.B) []string {
+	var names []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "AWS_") && k != "AWS_EC2_METADATA_DISABLED" {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		// b.Setenv records the value to restore; Unsetenv then removes it for the run.
+		b.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	return names
+}
+
 func machine() string {
 	model := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {

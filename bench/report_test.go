@@ -14,6 +14,7 @@ type report struct {
 	order   map[string][]string
 	results map[string]map[string][]measure // phase -> tool -> runs
 	limits  []limit
+	dropped []string // the machine's AWS_* variables kept from the tools (see dropMachineAWS)
 }
 
 func (r *report) add(phase, tool string, m measure) {
@@ -50,6 +51,9 @@ func (r *report) String() string {
 	p("Each figure is the median of %d rounds, with the range in brackets; the tools alternate within each round.", r.rounds)
 	p("Every call is one process, as PostgreSQL makes them. MinIO serves HTTPS with a self-signed certificate that")
 	p("every tool is told to trust. CPU is %s.", r.cpuSource())
+	if len(r.dropped) > 0 {
+		p("The machine's %s was not passed to the tools: each gets only the AWS settings given here.", strings.Join(r.dropped, ", "))
+	}
 	p("")
 	p("## Archive: one call per segment, all %d marked .ready (a backlog, as under load)", len(r.c.segments))
 	p("")
