@@ -5,11 +5,9 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-# cgo for libzstd (object/zstd_cgo.go: about half the CPU per segment of the pure-Go encoder),
-# linked statically so the image needs no libc; netgo and osusergo keep glibc's resolver and
-# user lookup out of the static binary; scripts/build-tags are every build's (see scripts/build).
-RUN CGO_ENABLED=1 go build -trimpath -tags "netgo,osusergo,$(cat scripts/build-tags)" \
-    -ldflags "-s -w -linkmode external -extldflags -static -X main.version=${VERSION}" -o /out/walship ./cmd/walship
+# scripts/build links statically (cgo for libzstd, object/zstd_cgo.go, with glibc's libc.a), so the
+# image needs no libc; see it for the tags.
+RUN WALSHIP_LDFLAGS="-s -w -X main.version=${VERSION}" bash scripts/build /out/walship
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/walship /usr/local/bin/walship
