@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -441,7 +442,8 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 	// The first segment alone: replay asks for it next, and downloaded beside the others it
 	// shared the cores with them and came last (a wal-fetch call at the start of a recovery
 	// waited 80-116 ms for it).
-	if missed, err := prefetchOne(ctx, st, dir, names[0], ids, false); err != nil {
+	order := newTurns(runtime.GOMAXPROCS(0) - 1)
+	if missed, err := prefetchOne(ctx, st, dir, names[0], ids, false, nil); err != nil {
 		return err
 	} else if missed {
 		return ended()
@@ -459,7 +461,10 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 		_, s, err := walfile.ParseSegment(name, segSize)
 		return err == nil && s >= at.Load()+lead && time.Duration(spacing.Load()) >= writebackSpacing
 	}
-	w := startWorkers(ctx, st, dir, ids, ahead)
+	w := startWorkers(ctx, st, dir, ids, ahead, func(name string) *turnReader {
+		_, s, _ := walfile.ParseSegment(name, segSize) // names are segments: checked as fed
+		return &turnReader{t: order, seg: s}
+	})
 	for _, n := range names[1:] {
 		if !w.feed(n) {
 			break
@@ -548,15 +553,16 @@ type workers struct {
 }
 
 // startWorkers starts the downloads; ahead reports whether a name is far enough ahead of replay
-// for its writeback to start at once.
-func startWorkers(ctx context.Context, st storage.Store, dir string, ids []age.Identity, ahead func(name string) bool) *workers {
+// for its writeback to start at once, and order gives each download its place in the turns.
+func startWorkers(ctx context.Context, st storage.Store, dir string, ids []age.Identity, ahead func(name string) bool,
+	order func(name string) *turnReader) *workers {
 	w := &workers{jobs: make(chan string)}
 	for range prefetchers {
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
 			for name := range w.jobs {
-				missed, err := prefetchOne(ctx, st, dir, name, ids, ahead(name))
+				missed, err := prefetchOne(ctx, st, dir, name, ids, ahead(name), order(name))
 				if missed || err != nil {
 					w.mu.Lock()
 					w.stop = true
@@ -607,7 +613,7 @@ func prefetchAll(ctx context.Context, st storage.Store, dir string, names []stri
 			defer wg.Done()
 			slots <- struct{}{}
 			defer func() { <-slots }()
-			misses[i], errs[i] = prefetchOne(ctx, st, dir, name, ids, false)
+			misses[i], errs[i] = prefetchOne(ctx, st, dir, name, ids, false, nil)
 		}()
 	}
 	wg.Wait()
@@ -618,8 +624,9 @@ func prefetchAll(ctx context.Context, st storage.Store, dir string, names []stri
 const prefetchers = 4
 
 // prefetchOne downloads name into dir, starting its writeback with writeback; missed reports
-// that the archive lacks it (recorded as a miss).
-func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []age.Identity, writeback bool) (missed bool, err error) {
+// that the archive lacks it (recorded as a miss). With turn, the body is read through it (see
+// turns).
+func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []age.Identity, writeback bool, turn *turnReader) (missed bool, err error) {
 	final := filepath.Join(dir, name)
 	if _, err := os.Stat(final + sumSuffix); err == nil {
 		return false, nil
@@ -645,7 +652,13 @@ func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []
 	}
 	defer rc.Close()
 	os.Remove(filepath.Join(dir, name+missSuffix))
-	return false, writeSpooled(tmp, rc, info.Metadata, ids, final, writeback)
+	var body io.Reader = rc
+	if turn != nil {
+		turn.r = rc
+		defer turn.done()
+		body = turn
+	}
+	return false, writeSpooled(tmp, body, info.Metadata, ids, final, writeback)
 }
 
 // writeSpooled decodes and verifies a stored object into tmp, and renames it to the spool file
