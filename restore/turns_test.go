@@ -28,6 +28,16 @@ func waitingFor(t *testing.T, tr *turns, n int) {
 	}
 }
 
+// await fails the test with msg unless ch is closed within 5 s.
+func await(t *testing.T, ch <-chan struct{}, msg string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal(msg)
+	}
+}
+
 // TestTurnsEarliestFirst: a freed turn goes to the download of the earliest segment, whatever the
 // order they asked in.
 func TestTurnsEarliestFirst(t *testing.T) {
@@ -61,11 +71,7 @@ func TestTurnsSeveralFree(t *testing.T) {
 	tr.acquire(3)
 	done := make(chan struct{})
 	go func() { tr.acquire(4); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the second of two turns was not given")
-	}
+	await(t, done, "the second of two turns was not given")
 	if newTurns(0).free != 1 {
 		t.Fatal("turns for a machine of one core: none, want one")
 	}
@@ -96,11 +102,7 @@ func TestTurnReaderFreesTurnOnNetwork(t *testing.T) {
 	}()
 	taken := make(chan struct{})
 	go func() { tr.acquire(2); close(taken) }()
-	select {
-	case <-taken:
-	case <-time.After(5 * time.Second):
-		t.Fatal("a download waiting for the network kept a later one from its turn")
-	}
+	await(t, taken, "a download waiting for the network kept a later one from its turn")
 	close(body.release)
 	waitingFor(t, tr, 1) // the near download's bytes arrived: it waits for the turn
 	tr.release()
@@ -116,9 +118,5 @@ func TestTurnReaderFreesTurnOnNetwork(t *testing.T) {
 	case <-time.After(20 * time.Millisecond):
 	}
 	near.done()
-	select {
-	case <-later:
-	case <-time.After(5 * time.Second):
-		t.Fatal("done did not give the turn back")
-	}
+	await(t, later, "done did not give the turn back")
 }
