@@ -2,7 +2,9 @@ package bench
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,9 +107,9 @@ func BenchmarkCompare(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 		return
 	}
-	out := filepath.Join("results", fmt.Sprintf("%s-%s.md", time.Now().Format("2006-01-02"), hostname()))
-	if err := os.WriteFile(out, []byte(text), 0o644); err != nil {
-		b.Fatalf("bench: write %s: %v", out, err)
+	out, err := newReport(filepath.Join("results", fmt.Sprintf("%s-%s", time.Now().Format("2006-01-02"), hostname())), text)
+	if err != nil {
+		b.Fatalf("bench: %v", err)
 	}
 	b.Logf("report written to bench/%s", out)
 	b.ReportMetric(0, "ns/op")
@@ -338,6 +340,29 @@ func hostname() string {
 }
 
 // machine describes where the figures were taken.
+// newReport writes text to stem.md, or stem-2.md, stem-3.md … when a run of the same day on a
+// machine of the same name wrote one already: a report is never overwritten.
+func newReport(stem, text string) (string, error) {
+	for n := 1; ; n++ {
+		out := stem + ".md"
+		if n > 1 {
+			out = fmt.Sprintf("%s-%d.md", stem, n)
+		}
+		f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		_, err = f.WriteString(text)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return out, err
+	}
+}
+
 // dropMachineAWS removes the machine's AWS_* variables (but AWS_EC2_METADATA_DISABLED, which
 // bench/compare sets) from this process's environment, which every tool and PostgreSQL below it
 // inherit, and returns their names. Each tool is configured for the lab's MinIO on its own

@@ -2,7 +2,10 @@ package bench
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -191,4 +194,21 @@ func (r *report) verdicts() []string {
 	rss := max(r.figure("archive", "walship s3", rssMiB).max, r.figure("archive", "walship file", rssMiB).max)
 	v = append(v, fmt.Sprintf("wal-push peak RSS: %.0f MiB at most over all runs (target ≤ 64: %s)", rss, check(rss <= 64)))
 	return v
+}
+
+// TestNewReportNeverOverwrites: a second run of the day gets a report of its own.
+func TestNewReportNeverOverwrites(t *testing.T) {
+	stem := filepath.Join(t.TempDir(), "2026-12-07-vm")
+	want := []string{stem + ".md", stem + "-2.md", stem + "-3.md"}
+	for i, w := range want {
+		out, err := newReport(stem, fmt.Sprint("run ", i))
+		if err != nil || out != w {
+			t.Fatalf("run %d: report %q, %v; want %q", i, out, err, w)
+		}
+	}
+	for i, w := range want {
+		if b, err := os.ReadFile(w); err != nil || string(b) != fmt.Sprint("run ", i) {
+			t.Fatalf("%s holds %q, %v; want run %d's report", w, b, err, i)
+		}
+	}
 }
