@@ -442,7 +442,6 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 	// The first segment alone: replay asks for it next, and downloaded beside the others it
 	// shared the cores with them and came last (a wal-fetch call at the start of a recovery
 	// waited 80-116 ms for it).
-	order := newTurns(runtime.GOMAXPROCS(0) - 1)
 	if missed, err := prefetchOne(ctx, st, dir, names[0], ids, false, nil); err != nil {
 		return err
 	} else if missed {
@@ -461,6 +460,7 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 		_, s, err := walfile.ParseSegment(name, segSize)
 		return err == nil && s >= at.Load()+lead && time.Duration(spacing.Load()) >= writebackSpacing
 	}
+	order := newTurns(runtime.GOMAXPROCS(0) - 1) // a turn per core but replay's
 	w := startWorkers(ctx, st, dir, ids, ahead, func(name string) *turnReader {
 		_, s, _ := walfile.ParseSegment(name, segSize) // names are segments: checked as fed
 		return &turnReader{t: order, seg: s}
