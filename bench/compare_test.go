@@ -289,11 +289,12 @@ func keepLogs(b *testing.B, m measure, pgLog, prefetchLog string) {
 		b.Fatalf("bench: WALSHIP_BENCH_LOGS: %v", err)
 	}
 	stem := filepath.Join(dir, fmt.Sprintf("%s-%.2fs", time.Now().Format("150405"), m.wall.Seconds()))
-	if err := os.WriteFile(stem+"-postgres.log", []byte(pgLog), 0o644); err != nil {
-		b.Fatalf("bench: WALSHIP_BENCH_LOGS: %v", err)
+	err := os.WriteFile(stem+"-postgres.log", []byte(pgLog), 0o644)
+	if pl, rerr := os.ReadFile(prefetchLog); err == nil && rerr == nil { // no prefetcher: no log
+		err = os.WriteFile(stem+"-prefetch.log", pl, 0o644)
 	}
-	if pl, err := os.ReadFile(prefetchLog); err == nil {
-		os.WriteFile(stem+"-prefetch.log", pl, 0o644)
+	if err != nil {
+		b.Fatalf("bench: WALSHIP_BENCH_LOGS: %v", err)
 	}
 }
 
