@@ -19,10 +19,11 @@ import (
 )
 
 // BenchmarkCompare measures walship against pgBackRest and barman-cloud on the same corpus, in
-// one run: archive, fetch and recovery, with the tools alternated round by round (A B C A B C …)
-// so that a slow moment of the machine does not land on one tool alone. It prints one report
-// with medians and ranges, walship's ratios to each peer and to the limits of the machine, and
-// writes it to bench/results/. Run it with bench/compare, which installs the peers.
+// one run: archive, fetch and recovery, with the tools alternated round by round in a rotating
+// order (A B C, B C A, C A B …: see rotated) so that a slow moment of the machine does not land
+// on one tool alone. It prints one report with medians and ranges, walship's ratios to each peer
+// and to the limits of the machine, and writes it to bench/results/. Run it with bench/compare,
+// which installs the peers.
 func BenchmarkCompare(b *testing.B) {
 	for _, p := range []string{"pgbackrest", "barman-cloud-wal-archive", "barman-cloud-wal-restore", "zstd", "lz4", "sha256sum", "/usr/bin/time"} {
 		if _, err := exec.LookPath(p); err != nil {
@@ -74,7 +75,7 @@ func BenchmarkCompare(b *testing.B) {
 	}
 
 	for i := 0; i < rounds; i++ {
-		for _, t := range archivers {
+		for _, t := range rotated(archivers, i) {
 			r.add("archive", t.name, logRun(i, "archive", t.name, archiveRun(b, l, t)))
 		}
 	}
@@ -86,12 +87,12 @@ func BenchmarkCompare(b *testing.B) {
 		filled[t.name] = a
 	}
 	for i := 0; i < rounds; i++ {
-		for _, t := range fetchers {
+		for _, t := range rotated(fetchers, i) {
 			r.add("fetch", t.name, logRun(i, "fetch", t.name, fetchRun(b, l, filled[t.name])))
 		}
 	}
 	for i := 0; i < rounds; i++ {
-		for _, t := range recoverers {
+		for _, t := range rotated(recoverers, i) {
 			r.add("recovery", t.name, logRun(i, "recovery", t.name, recoveryRun(b, l, filled[t.name])))
 		}
 	}
@@ -113,6 +114,19 @@ func BenchmarkCompare(b *testing.B) {
 	}
 	b.Logf("report written to bench/%s", out)
 	b.ReportMetric(0, "ns/op")
+}
+
+// rotated is ts in round i's order: each round starts one tool further on (A B C, B C A, C A B,
+// A B C …). In a fixed order the first tool always ran first in its phase, right after the
+// previous phase or the last, heaviest tool (barman-cloud), and the host's state after those
+// landed on it alone: cp's first recovery was its slowest in each of the four reports of
+// 2026-12-07 that list the rounds.
+func rotated(ts []tool, i int) []tool {
+	if len(ts) == 0 {
+		return nil
+	}
+	k := i % len(ts)
+	return append(append([]tool(nil), ts[k:]...), ts[:k]...)
 }
 
 // union is the tools of a and then those of b not in a.
