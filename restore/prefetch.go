@@ -2,10 +2,8 @@ package restore
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -22,13 +20,14 @@ import (
 	"github.com/walship/walship/internal/flock"
 	"github.com/walship/walship/layout"
 	"github.com/walship/walship/object"
+	"github.com/walship/walship/restore/spool"
 	"github.com/walship/walship/storage"
 	"github.com/walship/walship/walfile"
 )
 
-// The prefetcher keeps segments in the spool decoded and verified, each beside a small checksum
-// file (see sumSuffix), so a torn or damaged spool file is simply fetched again: the spool needs
-// no fsync. Files older than spoolMaxAge are dropped, which bounds what a timeline switch or an
+// The prefetcher keeps segments in the spool decoded and verified, each beside a small
+// checksum file (see package spool), so a torn or damaged spool file is simply fetched again:
+// the spool needs no fsync. Files older than spoolMaxAge are dropped, which bounds what a timeline switch or an
 // abandoned recovery leaves behind.
 const (
 	spoolMaxAge = 10 * time.Minute
@@ -40,14 +39,14 @@ func (f *Fetcher) prefetchDir() string { return filepath.Join(f.cfg.SpoolDir, "p
 // fromSpool serves name from the spool when a verified copy is there.
 func (f *Fetcher) fromSpool(name, dest string, hist history) (bool, error) {
 	p := filepath.Join(f.prefetchDir(), name)
-	awaitInFlight(f.prefetchDir(), name)
-	hdr, check, err := serveSpooled(p, name, dest)
+	spool.AwaitInFlight(f.prefetchDir(), name)
+	hdr, check, err := spool.Serve(p, name, dest)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil // not spooled, or not completely yet
 	}
 	if err != nil {
 		f.cfg.Log.Warn("prefetched copy unusable; fetching from storage", "file", name, "err", err.Error())
-		removeSpooled(p)
+		spool.Remove(p)
 		return false, nil
 	}
 	if err := checkTimeline(name, hdr, hist); err != nil {
@@ -59,170 +58,6 @@ func (f *Fetcher) fromSpool(name, dest string, hist history) (bool, error) {
 		f.prefetchAfter(name, hdr.SegSize)
 	}
 	return true, nil
-}
-
-// A spooled file NAME is the decoded content, verified in full by the prefetcher against the
-// frame's length and digest (and the object's metadata); NAME.sum, written once NAME is in
-// place, holds spoolMagic, the CRC-32C of the content, its length, the file's stamp (the boot it
-// was written in, its inode and its change time) and a CRC-32C of all that. Serving it then
-// costs a check and a hard link while PostgreSQL's replay waits, instead of a GET, a
-// decompression and a copy of 16 MiB. Anything that does not check out is fetched from storage
-// again, so the spool needs no fsync.
-//
-// The check is the CRC of the whole content unless the stamp proves the content is still the
-// bytes the prefetcher wrote: the same boot (no crash since, so nothing was torn), the same
-// inode and change time (nothing wrote, truncated, replaced, linked or re-dated it since), and
-// every page of it still in the page cache (so none was dropped and read back from disk: nothing
-// else reads a spool file before it is served). Then the CRC, 2.5-4 ms of memory bandwidth for 16
-// MiB while replay waits, would only read back the pages the prefetcher verified. A crash, a
-// change, a page evicted under memory pressure or a second serve (the link changed the change
-// time) each make the check the full CRC, which catches a torn file or a bad read from disk.
-//
-// The served segment stays in the spool (a second name of the file handed to PostgreSQL) until a
-// later one is served: at the end of an archive recovery PostgreSQL asks again for the last
-// segment it replayed, after the next one was missing, and that request is then answered
-// locally instead of with a download. Nothing walship does writes to a spooled file once it is
-// in place; if PostgreSQL writes to its copy (a standby's walreceiver reusing the file), the CRC
-// no longer matches and the segment is fetched from storage.
-const (
-	spoolMagic = "walshipT"
-	sumSuffix  = ".sum"
-	// The checksum file's fields after spoolMagic, and its size.
-	sumCRC, sumLen, sumBoot, sumIno, sumCtime, sumSelf = 8, 12, 20, 36, 44, 52
-	sumSize                                            = sumSelf + 4
-)
-
-// spoolStamp identifies a spooled file as the prefetcher left it (see spoolMagic).
-type spoolStamp struct {
-	boot  [16]byte // the kernel's boot id; zero where there is none
-	ino   uint64
-	ctime int64 // nanoseconds
-}
-
-// trusted reports whether s, read from a checksum file, is the stamp of the file now.
-func (s spoolStamp) trusted(now spoolStamp) bool {
-	return s.boot != [16]byte{} && s == now
-}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// errSpool says a spooled file is not a complete, intact one.
-var errSpool = errors.New("damaged spool file")
-
-// crcRead returns the CRC-32C of f's first size bytes, read 1 MiB at a time: io.Copy's 32 KiB
-// would take 512 system calls for a 16 MiB segment while PostgreSQL's replay waits.
-func crcRead(f *os.File, size int64) (uint32, error) {
-	crc := crc32.New(castagnoli)
-	_, err := io.CopyBuffer(crc, io.NewSectionReader(f, 0, size), make([]byte, 1<<20))
-	return crc.Sum32(), err
-}
-
-// encodeSum is the content of a spooled file's checksum file.
-func encodeSum(crc uint32, size int64, st spoolStamp) []byte {
-	b := make([]byte, sumSize)
-	copy(b, spoolMagic)
-	binary.LittleEndian.PutUint32(b[sumCRC:], crc)
-	binary.LittleEndian.PutUint64(b[sumLen:], uint64(size))
-	copy(b[sumBoot:sumIno], st.boot[:])
-	binary.LittleEndian.PutUint64(b[sumIno:], st.ino)
-	binary.LittleEndian.PutUint64(b[sumCtime:], uint64(st.ctime))
-	binary.LittleEndian.PutUint32(b[sumSelf:], crc32.Checksum(b[:sumSelf], castagnoli))
-	return b
-}
-
-// decodeSum reads a checksum file's content: the content's CRC-32C and length, and the stamp.
-func decodeSum(b []byte) (crc uint32, size int64, st spoolStamp, err error) {
-	if len(b) != sumSize || string(b[:len(spoolMagic)]) != spoolMagic ||
-		binary.LittleEndian.Uint32(b[sumSelf:]) != crc32.Checksum(b[:sumSelf], castagnoli) {
-		return 0, 0, st, fmt.Errorf("%w: its checksum file is damaged", errSpool)
-	}
-	copy(st.boot[:], b[sumBoot:sumIno])
-	st.ino = binary.LittleEndian.Uint64(b[sumIno:])
-	st.ctime = int64(binary.LittleEndian.Uint64(b[sumCtime:]))
-	return binary.LittleEndian.Uint32(b[sumCRC:]), int64(binary.LittleEndian.Uint64(b[sumLen:])), st, nil
-}
-
-// removeSpooled drops the spooled file p and its checksum file, that first (see serveSpooled).
-func removeSpooled(p string) {
-	os.Remove(p + sumSuffix)
-	os.Remove(p)
-}
-
-// serveSpooled checks the spooled file p against its checksum file and gives dest the same
-// content, as a hard link (a copy where pg_wal is on another filesystem), returning the WAL page
-// header of a segment and how the content was checked: "stamp" or "crc32c" (see spoolMagic).
-//
-// The checksum file is read first: written last, it says the file is complete. Without it the
-// file is not spooled (fs.ErrNotExist), whether a prefetcher is about to write it or died first.
-func serveSpooled(p, name, dest string) (*walfile.PageHeader, string, error) {
-	b, err := os.ReadFile(p + sumSuffix)
-	if err != nil {
-		return nil, "", err
-	}
-	want, wantSize, stamp, err := decodeSum(b)
-	if err != nil {
-		return nil, "", err
-	}
-	sf, err := os.Open(p)
-	if err != nil {
-		return nil, "", err
-	}
-	defer sf.Close()
-	fi, err := sf.Stat()
-	if err != nil {
-		return nil, "", err
-	}
-	size := fi.Size()
-	if size != wantSize {
-		return nil, "", fmt.Errorf("%w: %d bytes, not the length its checksum file gives", errSpool, size)
-	}
-	check := "stamp"
-	if !stamp.trusted(stampOf(fi)) || !resident(sf, size) {
-		check = "crc32c"
-		got, err := crcOf(sf, size)
-		if err != nil {
-			return nil, "", err
-		}
-		if got != want {
-			return nil, "", fmt.Errorf("%w: CRC-32C %08x, written as %08x", errSpool, got, want)
-		}
-	}
-	var hdr *walfile.PageHeader
-	if k := walfile.Classify(name); k == walfile.Segment || k == walfile.Partial {
-		h, err := readHeader(sf, name, size)
-		if err != nil {
-			return nil, "", fmt.Errorf("%w: %v", errSpool, err)
-		}
-		hdr = &h
-	}
-	// A link cannot replace dest, so it is made beside dest and renamed over it.
-	tmp := filepath.Join(filepath.Dir(dest), fmt.Sprintf(".%s.walship-link-%d", filepath.Base(dest), os.Getpid()))
-	os.Remove(tmp)
-	if err := os.Link(p, tmp); err == nil {
-		if err := os.Rename(tmp, dest); err != nil {
-			os.Remove(tmp)
-			return nil, "", err
-		}
-		return hdr, check, nil
-	}
-	// pg_wal on another filesystem than the spool (or one without hard links): copy beside
-	// dest, then rename.
-	tf, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".walship-*")
-	if err != nil {
-		return nil, "", err
-	}
-	_, err = io.Copy(tf, io.NewSectionReader(sf, 0, size))
-	if cerr := tf.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tf.Name(), dest)
-	}
-	if err != nil {
-		os.Remove(tf.Name())
-		return nil, "", err
-	}
-	return hdr, check, nil
 }
 
 // The negative cache: a miss is an empty file NAME.missing in the prefetch spool, dated by its
@@ -290,21 +125,21 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 	}
 	dir := f.prefetchDir()
 	// The segments before the one just served leave the spool (that one stays: PostgreSQL may
-	// ask for it again, see sumSuffix). A following prefetcher does it when it sees the position
+	// ask for it again, see spool.SumSuffix). A following prefetcher does it when it sees the position
 	// move, off the path of the call replay waits for (removing a segment whose last name is the
 	// spool's frees its 4096 cached pages): a call served from the spool took 15.4 ms with the
 	// cleaning, 9.2 ms without.
-	running := prefetcherRunning(dir)
+	running := spool.Running(dir)
 	if !running {
 		cleanSpool(dir, tli, segno, segSize)
 	}
 	// A following prefetcher (Follow) keeps its window ahead of this.
-	os.WriteFile(filepath.Join(dir, positionFile), []byte(name), 0o600)
+	os.WriteFile(filepath.Join(dir, spool.PositionFile), []byte(name), 0o600)
 	var want []string
 	nextHeld := false
 	for i := 1; i <= f.cfg.Prefetch; i++ {
 		n := walfile.SegmentName(tli, segno+uint64(i), segSize)
-		if _, err := os.Stat(filepath.Join(dir, n+sumSuffix)); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, n+spool.SumSuffix)); err == nil {
 			nextHeld = nextHeld || i == 1
 			continue
 		}
@@ -324,44 +159,6 @@ func (f *Fetcher) prefetchAfter(name string, segSize uint32) {
 	}
 }
 
-// inFlightWait bounds how long a call waits for a prefetcher's download of the file it asks for.
-const inFlightWait = 30 * time.Second
-
-// sumGrace is how long after a spool file was written its checksum file may still be missing
-// because the prefetcher is about to write it; an older file without one was left by a
-// prefetcher that died in between, and nothing waits for it.
-const sumGrace = time.Second
-
-// awaitInFlight waits while a running prefetcher is writing name into the spool (its temp file
-// is there, or the file has just been put in place and its checksum file not yet), so that
-// replay catching up with the prefetcher does not download the same segment twice, once in the
-// foreground and once in the background. It returns once the checksum file is in place, the
-// download has ended either way, or inFlightWait has passed; the caller then serves the spooled
-// copy or fetches from storage as usual.
-func awaitInFlight(dir, name string) {
-	final := filepath.Join(dir, name)
-	deadline := time.Now().Add(inFlightWait)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(final + sumSuffix); err == nil {
-			return
-		}
-		tmps, _ := filepath.Glob(filepath.Join(dir, "."+name+"-*"))
-		if len(tmps) == 0 {
-			fi, err := os.Stat(final)
-			if err != nil || time.Since(fi.ModTime()) > sumGrace {
-				return
-			}
-		}
-		if !prefetcherRunning(dir) {
-			return
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-// prefetcherRunning reports whether a prefetcher holds the spool's lock (see Prefetch).
-func prefetcherRunning(dir string) bool { return flock.Held(filepath.Join(dir, ".lock")) }
-
 // cleanSpool drops the spool files (segments, their checksum files, misses) of timeline tli
 // before segment below, and any older than spoolMaxAge.
 func cleanSpool(dir string, tli uint32, below uint64, segSize uint32) {
@@ -371,7 +168,7 @@ func cleanSpool(dir string, tli uint32, below uint64, segSize uint32) {
 	}
 	for _, e := range entries {
 		n := e.Name()
-		base := strings.TrimSuffix(strings.TrimSuffix(n, missSuffix), sumSuffix)
+		base := strings.TrimSuffix(strings.TrimSuffix(n, missSuffix), spool.SumSuffix)
 		info, err := e.Info()
 		if err != nil {
 			continue
@@ -391,9 +188,6 @@ func Prefetch(ctx context.Context, st storage.Store, spoolDir string, names []st
 	return Follow(ctx, st, spoolDir, names, ids, 0, 0)
 }
 
-// positionFile, in the prefetch spool, holds the name of the segment wal-fetch was last asked for.
-const positionFile = ".position"
-
 // followPoll is how often a following prefetcher looks at wal-fetch's position; followIdle is how
 // long it waits for wal-fetch to move before it exits.
 const (
@@ -402,7 +196,7 @@ const (
 )
 
 // Follow is Prefetch, and then, with depth > 0, stays to keep the spool filled: as wal-fetch
-// (whose last request is in positionFile) moves on, it keeps the segments up to depth ahead of
+// (whose last request is in spool.PositionFile) moves on, it keeps the segments up to depth ahead of
 // it downloaded or downloading, prefetchers at a time, starting the next one as soon as a download
 // ends and there is room, until wal-fetch stops asking for followIdle, asks for another timeline,
 // or the archive ends (a miss). One process then serves a whole recovery, instead of one started
@@ -472,7 +266,7 @@ func Follow(ctx context.Context, st storage.Store, spoolDir string, names []stri
 	}
 	pos, seen, moved := uint64(0), false, time.Now()
 	for ctx.Err() == nil && !w.stopped() {
-		b, _ := os.ReadFile(filepath.Join(dir, positionFile))
+		b, _ := os.ReadFile(filepath.Join(dir, spool.PositionFile))
 		t, p, err := walfile.ParseSegment(string(b), segSize)
 		switch {
 		case err == nil && t != tli:
@@ -516,14 +310,14 @@ const settleMax = time.Minute
 // settle waits until wal-fetch's calls have stopped (its position unchanged for followIdle; at
 // most settleMax), then drops the segments of timeline tli served so far from the spool: they
 // are PostgreSQL's files in pg_wal by then, and the spool kept the last one only for
-// PostgreSQL's repeated request for it at the end of a recovery (see sumSuffix), which comes
+// PostgreSQL's repeated request for it at the end of a recovery (see spool.SumSuffix), which comes
 // moments after the miss that ended the archive. Without this the last segment's second name
 // would stay in the spool, 16 MiB that pg_basebackup copies, until the next recovery.
 func settle(ctx context.Context, dir string, tli uint32, segSize uint32) {
 	deadline := time.Now().Add(settleMax)
 	last, moved := "", time.Now()
 	for ctx.Err() == nil && time.Now().Before(deadline) {
-		b, _ := os.ReadFile(filepath.Join(dir, positionFile))
+		b, _ := os.ReadFile(filepath.Join(dir, spool.PositionFile))
 		if string(b) != last {
 			last, moved = string(b), time.Now()
 		}
@@ -628,7 +422,7 @@ const prefetchers = 4
 // turns).
 func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []age.Identity, writeback bool, turn *turnReader) (missed bool, err error) {
 	final := filepath.Join(dir, name)
-	if _, err := os.Stat(final + sumSuffix); err == nil {
+	if _, err := os.Stat(final + spool.SumSuffix); err == nil {
 		return false, nil
 	}
 	key, err := layout.WALKey(name)
@@ -636,7 +430,7 @@ func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []
 		return false, err
 	}
 	// The temp file is made before the request: it tells a wal-fetch call that asks for name
-	// meanwhile to wait for this download (awaitInFlight) rather than make its own.
+	// meanwhile to wait for this download (spool.AwaitInFlight) rather than make its own.
 	tmp, err := os.CreateTemp(dir, "."+name+"-*")
 	if err != nil {
 		return false, err
@@ -662,7 +456,7 @@ func prefetchOne(ctx context.Context, st storage.Store, dir, name string, ids []
 }
 
 // writeSpooled decodes and verifies a stored object into tmp, and renames it to the spool file
-// final once it verified, then writes its checksum file (see spoolMagic); otherwise tmp is
+// final once it verified, then writes its checksum file (see spool.Magic); otherwise tmp is
 // removed. With writeback, the file's writeback is started (see startWriteback).
 func writeSpooled(tmp *os.File, r io.Reader, meta map[string]string, ids []age.Identity, final string, writeback bool) error {
 	fr, err := object.NewReaderWith(r, ids)
@@ -673,7 +467,7 @@ func writeSpooled(tmp *os.File, r io.Reader, meta map[string]string, ids []age.I
 	}
 	defer fr.Close()
 	preallocate(tmp, meta)
-	crc := crc32.New(castagnoli)
+	crc := spool.NewCRC()
 	sum, err := fr.CopyTo(io.MultiWriter(tmp, crc))
 	if err == nil {
 		if want, ok := object.SummaryFromMetadata(meta); ok && want != sum {
@@ -696,7 +490,7 @@ func writeSpooled(tmp *os.File, r io.Reader, meta map[string]string, ids []age.I
 		err = cerr
 	}
 	if err == nil {
-		err = writeAtomic(final+sumSuffix, encodeSum(crc.Sum32(), sum.RawSize, stampOf(fi)))
+		err = writeAtomic(final+spool.SumSuffix, spool.EncodeSum(crc.Sum32(), sum.RawSize, spool.StampOf(fi)))
 	}
 	if err != nil {
 		os.Remove(tmp.Name())

@@ -19,6 +19,7 @@ import (
 
 	"github.com/walship/walship/layout"
 	"github.com/walship/walship/object"
+	"github.com/walship/walship/restore/spool"
 	"github.com/walship/walship/storage"
 	"github.com/walship/walship/walfile"
 )
@@ -220,7 +221,7 @@ func writeVerified(r io.Reader, name, dest string, meta map[string]string, ids [
 	}
 	var hdr *walfile.PageHeader
 	if k := walfile.Classify(name); k == walfile.Segment || k == walfile.Partial {
-		h, err := readHeader(tmp, name, sum.RawSize)
+		h, err := spool.ReadHeader(tmp, name, sum.RawSize)
 		if err != nil {
 			return fail(fmt.Errorf("%w: %v", object.ErrCorrupt, err))
 		}
@@ -235,18 +236,6 @@ func writeVerified(r io.Reader, name, dest string, meta map[string]string, ids [
 		return nil, err
 	}
 	return hdr, nil
-}
-
-func readHeader(f *os.File, name string, size int64) (walfile.PageHeader, error) {
-	buf := make([]byte, 40)
-	if _, err := f.ReadAt(buf, 0); err != nil {
-		return walfile.PageHeader{}, fmt.Errorf("%s: reading the WAL page header: %v", name, err)
-	}
-	h, err := walfile.ParseHeader(buf)
-	if err != nil {
-		return h, fmt.Errorf("%s: %v", name, err)
-	}
-	return h, walfile.CheckHeader(name, h, size)
 }
 
 // history maps a timeline to the LSN where the recovery target's history says it ended.

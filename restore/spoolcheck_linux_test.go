@@ -11,6 +11,7 @@ import (
 
 	"github.com/walship/walship/internal/waltest"
 	"github.com/walship/walship/restore"
+	"github.com/walship/walship/restore/spool"
 	"github.com/walship/walship/walfile"
 )
 
@@ -24,7 +25,7 @@ func TestSpoolCheckStamp(t *testing.T) {
 		before     func(t *testing.T, p string) (undo func())
 	}{
 		{"fresh", "stamp", nil},
-		{"after a reboot", "crc32c", func(*testing.T, string) func() { return restore.SetBootID([16]byte{1, 2, 3}) }},
+		{"after a reboot", "crc32c", func(t *testing.T, p string) func() { rebooted(t, p); return nil }},
 		{"evicted", "crc32c", func(t *testing.T, p string) func() { waltest.Evict(t, p); return nil }},
 	}
 	for _, c := range cases {
@@ -61,5 +62,22 @@ func TestSpoolCheckStamp(t *testing.T) {
 				t.Errorf("%d storage reads, want 0", *n)
 			}
 		})
+	}
+}
+
+// rebooted rewrites the checksum file of the spooled file p as if p had been written in an
+// earlier boot: another boot id, the rest unchanged.
+func rebooted(t *testing.T, p string) {
+	b, err := os.ReadFile(p + spool.SumSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crc, size, st, err := spool.DecodeSum(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Boot = [16]byte{1, 2, 3}
+	if err := os.WriteFile(p+spool.SumSuffix, spool.EncodeSum(crc, size, st), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
