@@ -66,6 +66,9 @@ func commands() []command {
 	}
 }
 
+// main runs a command. A wal-fetch call served from the prefetch spool never gets here: package
+// fastfetch (imported by wal.go) serves it while the packages initialise, before the storage
+// SDKs' initialisation, and exits.
 func main() {
 	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "wal-") {
 		shortLived(os.Getenv)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/cmd/walship/internal/fastfetch"
 	"github.com/walship/walship/restore"
 	"github.com/walship/walship/storage"
 	"github.com/walship/walship/storage/open"
@@ -20,15 +21,8 @@ import (
 
 const envSpool = "WALSHIP_SPOOL_DIR"
 
-// dataDir is the data directory of a %p path: PostgreSQL runs archive and restore commands in the
-// data directory, with %p pointing into pg_wal.
-func dataDir(walPath string) string {
-	abs, err := filepath.Abs(walPath)
-	if err != nil {
-		return "."
-	}
-	return filepath.Dir(filepath.Dir(abs))
-}
+// dataDir is the data directory of a %p path (see fastfetch.DataDir).
+var dataDir = fastfetch.DataDir
 
 func spoolFlag(e *env, fs *flag.FlagSet) *string {
 	return fs.String("spool-dir", e.getenv(envSpool), "directory for markers and prefetched WAL, outside pg_wal (default DATADIR/walship, or $"+envSpool+")")
