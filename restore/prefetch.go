@@ -27,8 +27,8 @@ import (
 
 // The prefetcher keeps segments in the spool decoded and verified, each beside a small
 // checksum file (see package spool), so a torn or damaged spool file is simply fetched again:
-// the spool needs no fsync. Files older than spoolMaxAge are dropped, which bounds what a timeline switch or an
-// abandoned recovery leaves behind.
+// the spool needs no fsync. Files older than spoolMaxAge are dropped, which bounds what a
+// timeline switch or an abandoned recovery leaves behind.
 const (
 	spoolMaxAge = 10 * time.Minute
 	missSuffix  = ".missing"
