@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/walship/walship/cmd/walship/internal/fastfetch"
 	"github.com/walship/walship/object"
 	"github.com/walship/walship/storage"
 )
@@ -27,10 +28,10 @@ const (
 	exitFailure  = 1 // the operation failed (or, for wal-fetch, the file is not in the archive)
 	exitUsage    = 2 // wrong arguments, unknown flag, bad configuration
 	exitAbortPG  = 200
-	envStorage   = "WALSHIP_STORAGE"
-	envLogLevel  = "WALSHIP_LOG_LEVEL"
+	envStorage   = fastfetch.EnvStorage
+	envLogLevel  = fastfetch.EnvLogLevel
 	envCompress  = "WALSHIP_COMPRESSION"
-	defaultLevel = "info"
+	defaultLevel = fastfetch.DefaultLevel
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -67,7 +68,7 @@ func commands() []command {
 }
 
 // main runs a command. A wal-fetch call served from the prefetch spool never gets here: package
-// fastfetch (imported by wal.go) serves it while the packages initialise, before the storage
+// fastfetch serves it while the packages initialise, before the storage
 // SDKs' initialisation, and exits.
 func main() {
 	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "wal-") {

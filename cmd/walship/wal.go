@@ -19,10 +19,7 @@ import (
 	"github.com/walship/walship/storage/open"
 )
 
-const envSpool = "WALSHIP_SPOOL_DIR"
-
-// dataDir is the data directory of a %p path (see fastfetch.DataDir).
-var dataDir = fastfetch.DataDir
+const envSpool = fastfetch.EnvSpool
 
 func spoolFlag(e *env, fs *flag.FlagSet) *string {
 	return fs.String("spool-dir", e.getenv(envSpool), "directory for markers and prefetched WAL, outside pg_wal (default DATADIR/walship, or $"+envSpool+")")
@@ -74,7 +71,7 @@ func (e *env) pusher(ctx context.Context, name string, c *common, o pushFlags, w
 		return nil, exitUsage
 	}
 	if *o.spool == "" {
-		*o.spool = filepath.Join(dataDir(filepath.Join(walDir, "f")), "walship")
+		*o.spool = filepath.Join(fastfetch.DataDir(filepath.Join(walDir, "f")), "walship")
 	}
 	cfg := archive.Config{Store: st, StoreURL: st.String(), Codec: codec, SpoolDir: *o.spool,
 		Parallel: *o.parallel, AllowStandby: *o.allowStandby, Log: e.log}
@@ -188,7 +185,7 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 		"Exit 0 restored; 1 not in the archive; on a storage error or damaged object, after retrying:\n"+
 		"1 in standby mode (PostgreSQL retries later), 200 otherwise (recovery stops instead of ending early).\n"+
 		"Bad arguments or configuration: 200 in every mode.")
-	prefetch := fs.Int("prefetch", intEnv(e, "WALSHIP_PREFETCH", 8), "segments to download ahead in the background, 0 disables ($WALSHIP_PREFETCH)")
+	prefetch := fs.Int("prefetch", intEnv(e, fastfetch.EnvPrefetch, fastfetch.DefaultPrefetch), "segments to download ahead in the background, 0 disables ($"+fastfetch.EnvPrefetch+")")
 	retryFor := fs.Duration("retry-for", 60*time.Second, "how long to retry a storage error before giving up")
 	missTTL := fs.Duration("miss-ttl", restore.DefaultMissTTL, "in standby mode, how long a file found missing is answered missing without asking storage again; 0 disables")
 	spool := spoolFlag(e, fs)
@@ -213,7 +210,7 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 		return exitAbortPG
 	}
 	standby := false
-	if _, err := os.Stat(filepath.Join(dataDir(dest), "standby.signal")); err == nil {
+	if _, err := os.Stat(filepath.Join(fastfetch.DataDir(dest), "standby.signal")); err == nil {
 		standby = true
 	}
 	fail := func(err error) int {
@@ -232,8 +229,8 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "walship wal-fetch: %s\n", oneLine(err))
 		return exitAbortPG
 	}
-	if *prefetch < 0 || *prefetch > 128 {
-		return badConfig(fmt.Errorf("--prefetch %d: use 0 to 128", *prefetch))
+	if *prefetch < 0 || *prefetch > fastfetch.MaxPrefetch {
+		return badConfig(fmt.Errorf("--prefetch %d: use 0 to %d", *prefetch, fastfetch.MaxPrefetch))
 	}
 	if *missTTL < 0 {
 		return badConfig(fmt.Errorf("--miss-ttl %s: use 0 (off) or a positive duration", *missTTL))
@@ -249,7 +246,7 @@ func runWalFetch(ctx context.Context, e *env, args []string) int {
 		return badConfig(err)
 	}
 	if *spool == "" {
-		*spool = filepath.Join(dataDir(dest), "walship")
+		*spool = filepath.Join(fastfetch.DataDir(dest), "walship")
 	}
 	f, err := restore.New(restore.Config{Store: st, SpoolDir: *spool, Prefetch: *prefetch, Standby: standby, MissTTL: *missTTL, Log: e.log, Identities: ids,
 		StartPrefetch: func(names []string, segSize uint32) error { return startPrefetch(c, *spool, *prefetch, segSize, names) }})

@@ -40,6 +40,18 @@ func init() {
 	}
 }
 
+// What wal-fetch reads of its environment, and its prefetch depth: the full command's too, so
+// that the two read a call alike.
+const (
+	EnvStorage      = "WALSHIP_STORAGE"
+	EnvLogLevel     = "WALSHIP_LOG_LEVEL"
+	EnvSpool        = "WALSHIP_SPOOL_DIR"
+	EnvPrefetch     = "WALSHIP_PREFETCH"
+	DefaultLevel    = "info"
+	DefaultPrefetch = 8
+	MaxPrefetch     = 128
+)
+
 // Dest is the only %p served: the name PostgreSQL's archive recovery restores a segment under.
 const Dest = "pg_wal/RECOVERYXLOG"
 
@@ -95,12 +107,12 @@ func parse(args []string, getenv func(string) string) (call, bool) {
 	}
 	// The full command's defaults: an empty WALSHIP_LOG_LEVEL is info, an empty --log-level an error.
 	vals := map[string]string{
-		"storage":   getenv("WALSHIP_STORAGE"),
-		"log-level": getenv("WALSHIP_LOG_LEVEL"),
-		"spool-dir": getenv("WALSHIP_SPOOL_DIR"),
+		"storage":   getenv(EnvStorage),
+		"log-level": getenv(EnvLogLevel),
+		"spool-dir": getenv(EnvSpool),
 	}
 	if vals["log-level"] == "" {
-		vals["log-level"] = "info"
+		vals["log-level"] = DefaultLevel
 	}
 	args = args[1:]
 	for len(args) > 0 && len(args[0]) > 1 && args[0][0] == '-' {
@@ -128,8 +140,8 @@ func parse(args []string, getenv func(string) string) (call, bool) {
 	default:
 		return call{}, false
 	}
-	if v := getenv("WALSHIP_PREFETCH"); v != "" {
-		if n, err := strconv.Atoi(v); err == nil && (n < 1 || n > 128) {
+	if v := getenv(EnvPrefetch); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && (n < 1 || n > MaxPrefetch) {
 			return call{}, false
 		}
 	}
